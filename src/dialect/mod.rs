@@ -1,0 +1,89 @@
+//! Wire formats of token and revocation endpoints.
+//!
+//! A dialect is data (how the client authenticates, where the credentials
+//! go) plus small pure functions that build the `http::Request` and parse
+//! the answer. None of them does I/O, so each can be tested, and fuzzed,
+//! without a server.
+//!
+//! - [`rfc`]: RFC 6749 (client credentials §4.4, refresh §6) and RFC 7009.
+//!
+//! # Example
+//!
+//! ```
+//! use tower_token::dialect::{rfc, ClientAuth, Credentials, Grant};
+//!
+//! let url = url::Url::parse("https://auth.example.com/oauth/token").unwrap();
+//! let creds = Credentials::new("my-client", "a+b/c:d%e f");
+//! let req = rfc::token_request(&url, &creds, ClientAuth::Basic, Grant::ClientCredentials, Some("read"), &[])
+//!     .unwrap();
+//! assert_eq!(req.method(), http::Method::POST);
+//! assert_eq!(req.body().as_ref(), b"grant_type=client_credentials&scope=read");
+//! ```
+
+use crate::secret::{ClientSecret, RefreshToken};
+
+pub mod rfc;
+
+/// Client id and, for confidential clients, the client secret.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    client_id: String,
+    client_secret: Option<ClientSecret>,
+}
+
+impl Credentials {
+    /// A confidential client.
+    pub fn new(client_id: impl Into<String>, client_secret: impl Into<ClientSecret>) -> Self {
+        Self {
+            client_id: client_id.into(),
+            client_secret: Some(client_secret.into()),
+        }
+    }
+
+    /// A public client: an id and no secret.
+    pub fn public(client_id: impl Into<String>) -> Self {
+        Self {
+            client_id: client_id.into(),
+            client_secret: None,
+        }
+    }
+
+    /// The client id.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The client secret, if this is a confidential client.
+    pub fn client_secret(&self) -> Option<&ClientSecret> {
+        self.client_secret.as_ref()
+    }
+
+    /// The strings that must never appear in an error or a log.
+    pub(crate) fn secrets(&self) -> Vec<&str> {
+        self.client_secret.iter().map(|s| s.secret()).collect()
+    }
+}
+
+/// How a client authenticates to a standard (RFC 6749) endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientAuth {
+    /// HTTP Basic with the form-urlencoded id and secret
+    /// (`client_secret_basic`, RFC 6749 §2.3.1). The default.
+    #[default]
+    Basic,
+    /// `client_id` and `client_secret` in the form body (`client_secret_post`).
+    RequestBody,
+    /// A public client: `client_id` in the form body, no secret (`none`).
+    None,
+}
+
+/// What a token request asks for.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub enum Grant<'a> {
+    /// `grant_type=client_credentials` (RFC 6749 §4.4).
+    ClientCredentials,
+    /// `grant_type=refresh_token` (RFC 6749 §6).
+    RefreshToken(&'a RefreshToken),
+}

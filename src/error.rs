@@ -1,0 +1,546 @@
+//! Error types.
+//!
+//! [`TokenService`](crate::TokenService) uses `type Error = BoxError`, like
+//! tower's own middleware: errors of the inner service pass through
+//! unchanged, and a request that could not get a token fails with an
+//! [`Error`] that callers can downcast to. Token sources, the revocation
+//! service and discovery return [`Error`] directly.
+//!
+//! [`Error`] is `Clone` (the one failed fetch is handed to every caller that
+//! waited on it) and never contains a client secret, an access token or a
+//! refresh token: body excerpts and OAuth error descriptions have every
+//! credential the request carried replaced by `[redacted]`.
+//!
+//! # Example
+//!
+//! ```
+//! use tower_token::error::{Endpoint, Error, ErrorCode};
+//!
+//! fn explain(err: &(dyn std::error::Error + 'static)) -> String {
+//!     match err.downcast_ref::<Error>() {
+//!         Some(Error::OAuth { code: ErrorCode::InvalidClient, .. }) => "check the client credentials".into(),
+//!         Some(e) if e.is_retriable() => format!("temporary: {e}"),
+//!         Some(e) => format!("token error: {e}"),
+//!         None => format!("other error: {err}"),
+//!     }
+//! }
+//!
+//! let err = Error::OAuth {
+//!     endpoint: Endpoint::Token,
+//!     status: http::StatusCode::UNAUTHORIZED,
+//!     code: ErrorCode::InvalidClient,
+//!     description: Some("unknown client".into()),
+//!     uri: None,
+//! };
+//! assert_eq!(explain(&err), "check the client credentials");
+//! ```
+
+use http::StatusCode;
+use std::{fmt, sync::Arc, time::Duration};
+
+/// A type-erased error, as used by tower.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Which endpoint an [`Error`] came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Endpoint {
+    /// The token endpoint (RFC 6749 §3.2), or a user-supplied token source.
+    Token,
+    /// The revocation endpoint (RFC 7009).
+    Revocation,
+    /// The authorization server metadata document (RFC 8414).
+    Discovery,
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Endpoint::Token => "token",
+            Endpoint::Revocation => "revocation",
+            Endpoint::Discovery => "discovery",
+        })
+    }
+}
+
+/// An OAuth 2.0 error code (RFC 6749 §5.2, RFC 7009 §2.2.1), with an
+/// extension variant for codes outside the registry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// `invalid_request`
+    InvalidRequest,
+    /// `invalid_client`
+    InvalidClient,
+    /// `invalid_grant`
+    InvalidGrant,
+    /// `unauthorized_client`
+    UnauthorizedClient,
+    /// `unsupported_grant_type`
+    UnsupportedGrantType,
+    /// `invalid_scope`
+    InvalidScope,
+    /// `unsupported_token_type` (RFC 7009)
+    UnsupportedTokenType,
+    /// `server_error`
+    ServerError,
+    /// `temporarily_unavailable`
+    TemporarilyUnavailable,
+    /// Any other code, as the server sent it.
+    Other(String),
+}
+
+impl ErrorCode {
+    /// Maps a code as sent on the wire.
+    pub fn parse(code: &str) -> Self {
+        match code {
+            "invalid_request" => Self::InvalidRequest,
+            "invalid_client" => Self::InvalidClient,
+            "invalid_grant" => Self::InvalidGrant,
+            "unauthorized_client" => Self::UnauthorizedClient,
+            "unsupported_grant_type" => Self::UnsupportedGrantType,
+            "invalid_scope" => Self::InvalidScope,
+            "unsupported_token_type" => Self::UnsupportedTokenType,
+            "server_error" => Self::ServerError,
+            "temporarily_unavailable" => Self::TemporarilyUnavailable,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    /// The code as sent on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidClient => "invalid_client",
+            Self::InvalidGrant => "invalid_grant",
+            Self::UnauthorizedClient => "unauthorized_client",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::InvalidScope => "invalid_scope",
+            Self::UnsupportedTokenType => "unsupported_token_type",
+            Self::ServerError => "server_error",
+            Self::TemporarilyUnavailable => "temporarily_unavailable",
+            Self::Other(code) => code,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a 2xx answer could not be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidResponse {
+    /// The body was empty.
+    EmptyBody,
+    /// The body is not JSON (an HTML page, plain text, …).
+    NotJson,
+    /// The body ends in the middle of a JSON document.
+    Truncated,
+    /// The body is JSON but not an object.
+    NotAnObject,
+    /// No `access_token` field.
+    MissingAccessToken,
+    /// `access_token` is not a string.
+    AccessTokenNotString,
+    /// `access_token` is the empty string.
+    EmptyAccessToken,
+    /// `access_token` holds bytes that cannot go in an HTTP header
+    /// (control characters, spaces, non-ASCII).
+    AccessTokenNotHeaderSafe,
+    /// `refresh_token` is present but not a usable string.
+    InvalidRefreshToken,
+    /// `expires_in` cannot be used as a lifetime.
+    InvalidExpiresIn(ExpiresInProblem),
+    /// `token_type` names a scheme this crate does not send (e.g. `mac`).
+    UnsupportedTokenType(String),
+    /// A provider envelope (such as OneLogin's `status`/`data`) did not have
+    /// the expected shape.
+    BadEnvelope(&'static str),
+    /// A field has the wrong type.
+    InvalidField(&'static str),
+}
+
+/// What is wrong with an `expires_in` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExpiresInProblem {
+    /// Below zero.
+    Negative,
+    /// Zero: the token would be expired on arrival.
+    Zero,
+    /// Not a whole number of seconds.
+    Fractional,
+    /// Larger than a 64-bit number of seconds.
+    TooLarge,
+    /// A string that is not a number, or another JSON type.
+    NotANumber,
+}
+
+impl fmt::Display for InvalidResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::EmptyBody => f.write_str("the body is empty"),
+            Self::NotJson => f.write_str("the body is not JSON"),
+            Self::Truncated => f.write_str("the JSON body is truncated"),
+            Self::NotAnObject => f.write_str("the JSON body is not an object"),
+            Self::MissingAccessToken => f.write_str("`access_token` is missing"),
+            Self::AccessTokenNotString => f.write_str("`access_token` is not a string"),
+            Self::EmptyAccessToken => f.write_str("`access_token` is empty"),
+            Self::AccessTokenNotHeaderSafe => {
+                f.write_str("`access_token` has characters that are not allowed in a header")
+            }
+            Self::InvalidRefreshToken => f.write_str("`refresh_token` is not a usable string"),
+            Self::InvalidExpiresIn(p) => write!(f, "`expires_in` is {p}"),
+            Self::UnsupportedTokenType(t) => write!(f, "`token_type` `{t}` is not supported"),
+            Self::BadEnvelope(what) => write!(f, "unexpected envelope: {what}"),
+            Self::InvalidField(name) => write!(f, "`{name}` has the wrong type"),
+        }
+    }
+}
+
+impl fmt::Display for ExpiresInProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Negative => "negative",
+            Self::Zero => "zero",
+            Self::Fractional => "not a whole number",
+            Self::TooLarge => "too large",
+            Self::NotANumber => "not a number",
+        })
+    }
+}
+
+/// An error returned by a token endpoint, a revocation endpoint, a discovery
+/// document or a token source.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The server answered with an OAuth error (RFC 6749 §5.2), including a
+    /// 2xx answer that carries an error body.
+    #[error("{endpoint} endpoint answered {status} with OAuth error `{code}`{}", describe(.description))]
+    OAuth {
+        /// Where the error came from.
+        endpoint: Endpoint,
+        /// The HTTP status of the answer.
+        status: StatusCode,
+        /// The `error` field.
+        code: ErrorCode,
+        /// The `error_description` field, with credentials redacted.
+        description: Option<String>,
+        /// The `error_uri` field.
+        uri: Option<String>,
+    },
+    /// The server answered with an HTTP status that carries no OAuth error.
+    #[error("{endpoint} endpoint answered HTTP {status}")]
+    Status {
+        /// Where the error came from.
+        endpoint: Endpoint,
+        /// The HTTP status.
+        status: StatusCode,
+        /// The `Retry-After` delay, when the answer had one.
+        retry_after: Option<Duration>,
+        /// The start of the body, with credentials redacted.
+        body: String,
+    },
+    /// A provider-specific failure (for example OneLogin's `status` envelope).
+    #[error("{endpoint} endpoint answered {status}: {kind}")]
+    Provider {
+        /// Where the error came from.
+        endpoint: Endpoint,
+        /// The HTTP status.
+        status: StatusCode,
+        /// What the provider said.
+        kind: ProviderError,
+    },
+    /// The server answered with a redirect, which is never followed.
+    #[error("{endpoint} endpoint answered with a redirect ({status}); redirects are not followed")]
+    Redirect {
+        /// Where the error came from.
+        endpoint: Endpoint,
+        /// The 3xx status.
+        status: StatusCode,
+    },
+    /// The server could not be reached, or the connection broke.
+    #[error("could not talk to the {endpoint} endpoint: {source}")]
+    Transport {
+        /// Where the error came from.
+        endpoint: Endpoint,
+        /// The client's error.
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+    /// No complete answer within the configured timeout.
+    #[error("{endpoint} endpoint did not answer within {timeout:?}")]
+    Timeout {
+        /// Where the error came from.
+        endpoint: Endpoint,
+        /// The timeout that passed.
+        timeout: Duration,
+    },
+    /// The answer's body is larger than the configured cap.
+    #[error("{endpoint} endpoint sent a body larger than {limit} bytes")]
+    BodyTooLarge {
+        /// Where the error came from.
+        endpoint: Endpoint,
+        /// The cap.
+        limit: usize,
+    },
+    /// A success answer that cannot be used.
+    #[error("unusable answer from the {endpoint} endpoint ({status}): {reason}")]
+    InvalidResponse {
+        /// Where the error came from.
+        endpoint: Endpoint,
+        /// The HTTP status of the answer.
+        status: StatusCode,
+        /// What is wrong with it.
+        reason: InvalidResponse,
+    },
+    /// A user-supplied token source failed.
+    #[error("token source failed: {0}")]
+    Source(Arc<dyn std::error::Error + Send + Sync>),
+    /// The token fetch ended without an answer (the task running it was
+    /// cancelled or panicked), or there was no tokio runtime to run it on.
+    #[error("the token fetch ended without an answer")]
+    Aborted,
+    /// The request could not be built (bad configuration detected late).
+    #[error("the {endpoint} request could not be built: {reason}")]
+    Request {
+        /// Where the error came from.
+        endpoint: Endpoint,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+fn describe(description: &Option<String>) -> String {
+    match description {
+        Some(d) => format!(": {d}"),
+        None => String::new(),
+    }
+}
+
+/// A provider-specific failure that a caller may want to match on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProviderError {
+    /// OneLogin: `Content-Type` missing or not `application/json` (400).
+    ContentType,
+    /// OneLogin: the access token to revoke is missing (400).
+    AccessTokenMissing,
+    /// OneLogin: the `Authorization` header is missing or malformed (400).
+    AuthorizationMissing,
+    /// OneLogin: client id or secret are wrong (401).
+    AuthenticationFailure,
+    /// OneLogin: no route for this method and path (404).
+    NoRoute,
+    /// Any other message from the provider.
+    Other {
+        /// The provider's own type or code, if any.
+        kind: String,
+        /// The provider's message, with credentials redacted.
+        message: String,
+    },
+}
+
+impl fmt::Display for ProviderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ContentType => {
+                f.write_str("content type is not specified or specified incorrectly")
+            }
+            Self::AccessTokenMissing => f.write_str("access token missing"),
+            Self::AuthorizationMissing => f.write_str("the authorization information is missing"),
+            Self::AuthenticationFailure => f.write_str("authentication failure"),
+            Self::NoRoute => f.write_str("no route exists"),
+            Self::Other { kind, message } => write!(f, "{kind}: {message}"),
+        }
+    }
+}
+
+impl Error {
+    /// Whether trying again later may succeed: transport errors, timeouts,
+    /// 5xx answers and 429 (RFC 6749 `server_error` and
+    /// `temporarily_unavailable` count too). An `invalid_client` is not.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Error::Transport { .. } | Error::Timeout { .. } | Error::Aborted => true,
+            Error::Status { status, .. } | Error::Provider { status, .. } => {
+                status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
+            }
+            Error::OAuth { status, code, .. } => {
+                status.is_server_error()
+                    || *status == StatusCode::TOO_MANY_REQUESTS
+                    || matches!(
+                        code,
+                        ErrorCode::ServerError | ErrorCode::TemporarilyUnavailable
+                    )
+            }
+            Error::Source(_) => true,
+            Error::Redirect { .. }
+            | Error::BodyTooLarge { .. }
+            | Error::InvalidResponse { .. }
+            | Error::Request { .. } => false,
+        }
+    }
+
+    /// The server's `Retry-After`, when it sent one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The OAuth error code, when the server sent one.
+    pub fn oauth_code(&self) -> Option<&ErrorCode> {
+        match self {
+            Error::OAuth { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status of the answer, when there was one.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Error::OAuth { status, .. }
+            | Error::Status { status, .. }
+            | Error::Provider { status, .. }
+            | Error::Redirect { status, .. }
+            | Error::InvalidResponse { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn transport(endpoint: Endpoint, source: BoxError) -> Self {
+        Error::Transport {
+            endpoint,
+            source: Arc::from(source),
+        }
+    }
+
+    pub(crate) fn invalid(endpoint: Endpoint, status: StatusCode, reason: InvalidResponse) -> Self {
+        Error::InvalidResponse {
+            endpoint,
+            status,
+            reason,
+        }
+    }
+}
+
+/// An error in the configuration of a token source, the layer, a revocation
+/// service or discovery, reported when it is built.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The URL does not parse.
+    #[error("invalid URL `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// Plain `http` to a host other than loopback, without
+    /// `allow_insecure_http`.
+    #[error("refusing plain http to `{host}`: use https, or allow insecure http explicitly")]
+    InsecureUrl {
+        /// The host of the URL.
+        host: String,
+    },
+    /// No HTTP client: the `reqwest` feature is off and none was given.
+    #[error("no HTTP client: enable the `reqwest` feature or set one with `http_client`")]
+    NoHttpClient,
+    /// The default HTTP client could not be built.
+    #[error("the HTTP client could not be built: {0}")]
+    HttpClient(String),
+    /// A header name or value is not valid.
+    #[error("invalid header: {0}")]
+    InvalidHeader(String),
+    /// A value that must be present is missing.
+    #[error("missing configuration: {0}")]
+    Missing(&'static str),
+}
+
+/// Starts of bodies are kept for errors; this is how many bytes.
+pub(crate) const EXCERPT_LEN: usize = 256;
+
+/// A printable start of `body`, with each secret replaced by `[redacted]`.
+pub(crate) fn excerpt(body: &[u8], secrets: &[&str]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(EXCERPT_LEN * 4)]);
+    let mut text = redact(&text, secrets);
+    if let Some((cut, _)) = text.char_indices().nth(EXCERPT_LEN) {
+        text.truncate(cut);
+        text.push('…');
+    }
+    text.chars()
+        .map(|c| if c.is_control() && c != '\n' { ' ' } else { c })
+        .collect()
+}
+
+/// `text` with every occurrence of each secret replaced by `[redacted]`.
+pub(crate) fn redact(text: &str, secrets: &[&str]) -> String {
+    let mut out = text.to_owned();
+    for secret in secrets {
+        if !secret.is_empty() && out.contains(secret) {
+            out = out.replace(secret, "[redacted]");
+        }
+        // Servers may echo a form-encoded copy of a secret.
+        let encoded: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        if encoded != *secret && !encoded.is_empty() && out.contains(&encoded) {
+            out = out.replace(&encoded, "[redacted]");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpt_redacts_and_truncates() {
+        let body = format!("bad secret a+b/c:d%e f or {}", "x".repeat(2000));
+        let e = excerpt(body.as_bytes(), &["a+b/c:d%e f"]);
+        assert!(e.starts_with("bad secret [redacted] or xxx"), "{e}");
+        assert!(e.chars().count() <= EXCERPT_LEN + 1);
+        let e = excerpt(b"secret=a%2Bb%2Fc%3Ad%25e+f", &["a+b/c:d%e f"]);
+        assert_eq!(e, "secret=[redacted]");
+    }
+
+    #[test]
+    fn codes_round_trip() {
+        for code in [
+            "invalid_client",
+            "invalid_grant",
+            "unsupported_token_type",
+            "weird_one",
+        ] {
+            assert_eq!(ErrorCode::parse(code).as_str(), code);
+        }
+        assert_eq!(ErrorCode::parse("invalid_client"), ErrorCode::InvalidClient);
+    }
+
+    #[test]
+    fn retriable_classes() {
+        let status = |s: u16| Error::Status {
+            endpoint: Endpoint::Token,
+            status: StatusCode::from_u16(s).unwrap(),
+            retry_after: None,
+            body: String::new(),
+        };
+        assert!(status(500).is_retriable());
+        assert!(status(429).is_retriable());
+        assert!(!status(400).is_retriable());
+        let oauth = Error::OAuth {
+            endpoint: Endpoint::Token,
+            status: StatusCode::UNAUTHORIZED,
+            code: ErrorCode::InvalidClient,
+            description: None,
+            uri: None,
+        };
+        assert!(!oauth.is_retriable());
+    }
+}

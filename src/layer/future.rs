@@ -1,0 +1,242 @@
+use super::replay::BodyCopy;
+use crate::cache::{CachedToken, Shared};
+use crate::error::{BoxError, Error};
+use crate::http_client::BoxFuture;
+use http::{Request, Response, StatusCode};
+use pin_project_lite::pin_project;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use tower_service::Service;
+
+type Acquire = BoxFuture<'static, Result<Arc<CachedToken>, Error>>;
+
+/// What is needed to send a request once more: its head, a copy of its
+/// body, and a clone of the inner service to make ready for it.
+pub(crate) struct RetryTemplate<S, B> {
+    svc: S,
+    parts: Request<()>,
+    body: BodyCopy,
+    _body: PhantomData<fn() -> B>,
+}
+
+impl<S, B: 'static> RetryTemplate<S, B> {
+    pub(crate) fn new(svc: S, parts: Request<()>, body: BodyCopy) -> Self {
+        Self {
+            svc,
+            parts,
+            body,
+            _body: PhantomData,
+        }
+    }
+
+    fn rebuild(self) -> Option<(S, Request<B>)> {
+        let body = self.body.rebuild::<B>()?;
+        let (parts, ()) = self.parts.into_parts();
+        Some((self.svc, Request::from_parts(parts, body)))
+    }
+}
+
+pin_project! {
+    /// The future of [`TokenService`](crate::TokenService).
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S, B>,
+        shared: Option<Arc<Shared>>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        // The request already had the header: sent as it was.
+        Passthrough { #[pin] fut: S::Future },
+        // Waiting for a token before the first attempt.
+        Acquire { fut: Acquire, svc: Option<S>, req: Option<Request<B>> },
+        // The first attempt, with the token of `generation`.
+        Called { #[pin] fut: S::Future, generation: u64, retry: Option<RetryTemplate<S, B>> },
+        // Answered 401: waiting for the next token.
+        Reacquire { fut: Acquire, svc: Option<S>, req: Option<Request<B>> },
+        // Making the retry's own service clone ready.
+        RetryReady { svc: S, req: Option<Request<B>> },
+        // The retry; its answer is final.
+        Retrying { #[pin] fut: S::Future },
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    pub(crate) fn passthrough(fut: S::Future) -> Self {
+        Self {
+            state: State::Passthrough { fut },
+            shared: None,
+        }
+    }
+
+    pub(crate) fn called(
+        fut: S::Future,
+        generation: u64,
+        retry: Option<RetryTemplate<S, B>>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            state: State::Called {
+                fut,
+                generation,
+                retry,
+            },
+            shared: Some(shared),
+        }
+    }
+
+    pub(crate) fn acquire(svc: S, req: Request<B>, shared: Arc<Shared>) -> Self {
+        Self {
+            state: State::Acquire {
+                fut: acquire(&shared),
+                svc: Some(svc),
+                req: Some(req),
+            },
+            shared: Some(shared),
+        }
+    }
+}
+
+fn acquire(shared: &Arc<Shared>) -> Acquire {
+    let shared = Arc::clone(shared);
+    Box::pin(async move { shared.acquire().await })
+}
+
+/// Whether an answer says the token was rejected: 401 without
+/// `error="insufficient_scope"`, or a gRPC `UNAUTHENTICATED` in the headers.
+fn token_rejected<T>(response: &Response<T>) -> bool {
+    let headers = response.headers();
+    if response.status() == StatusCode::UNAUTHORIZED {
+        let insufficient_scope = headers
+            .get_all(http::header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| crate::challenge::bearer_error(v).as_deref() == Some("insufficient_scope"));
+        return !insufficient_scope;
+    }
+    headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"16")
+}
+
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone,
+    S::Error: Into<BoxError>,
+    B: 'static,
+{
+    type Output = Result<Response<ResBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Passthrough { fut } | StateProj::Retrying { fut } => {
+                    return fut.poll(cx).map_err(Into::into);
+                }
+                StateProj::Acquire { fut, svc, req } => {
+                    let token = ready!(fut.as_mut().poll(cx)).map_err(BoxError::from)?;
+                    let (Some(mut svc), Some(mut req)) = (svc.take(), req.take()) else {
+                        return Poll::Ready(Err(Error::Aborted.into()));
+                    };
+                    let Some(shared) = this.shared.as_ref() else {
+                        return Poll::Ready(Err(Error::Aborted.into()));
+                    };
+                    let retry = retry_template(&svc, &req, shared);
+                    req.headers_mut()
+                        .insert(&shared.config.header_name, token.header.clone());
+                    let fut = svc.call(req);
+                    this.state.set(State::Called {
+                        fut,
+                        generation: token.generation,
+                        retry,
+                    });
+                }
+                StateProj::Called {
+                    fut,
+                    generation,
+                    retry,
+                } => {
+                    let response = ready!(fut.poll(cx)).map_err(Into::into)?;
+                    if !token_rejected(&response) {
+                        return Poll::Ready(Ok(response));
+                    }
+                    let generation = *generation;
+                    let retry = retry.take().and_then(RetryTemplate::rebuild);
+                    let Some(shared) = this.shared.as_ref() else {
+                        return Poll::Ready(Ok(response));
+                    };
+                    shared.invalidate(generation);
+                    match retry {
+                        Some((svc, req)) => {
+                            tracing::debug!(generation, "retrying the request with a fresh token");
+                            let fut = acquire(shared);
+                            this.state.set(State::Reacquire {
+                                fut,
+                                svc: Some(svc),
+                                req: Some(req),
+                            });
+                        }
+                        None => return Poll::Ready(Ok(response)),
+                    }
+                }
+                StateProj::Reacquire { fut, svc, req } => {
+                    let token = ready!(fut.as_mut().poll(cx)).map_err(BoxError::from)?;
+                    let (Some(svc), Some(mut req)) = (svc.take(), req.take()) else {
+                        return Poll::Ready(Err(Error::Aborted.into()));
+                    };
+                    if let Some(shared) = this.shared.as_ref() {
+                        req.headers_mut()
+                            .insert(&shared.config.header_name, token.header.clone());
+                    }
+                    this.state.set(State::RetryReady {
+                        svc,
+                        req: Some(req),
+                    });
+                }
+                StateProj::RetryReady { svc, req } => {
+                    ready!(svc.poll_ready(cx)).map_err(Into::into)?;
+                    let Some(req) = req.take() else {
+                        return Poll::Ready(Err(Error::Aborted.into()));
+                    };
+                    let fut = svc.call(req);
+                    this.state.set(State::Retrying { fut });
+                }
+            }
+        }
+    }
+}
+
+/// The retry template of a request, when retries are on and its body can be
+/// replayed. Copied before the token header goes in.
+pub(crate) fn retry_template<S: Clone, B: 'static>(
+    svc: &S,
+    req: &Request<B>,
+    shared: &Shared,
+) -> Option<RetryTemplate<S, B>> {
+    if !shared.config.retry_unauthorized {
+        return None;
+    }
+    let body = BodyCopy::of(req.body())?;
+    let mut parts = Request::new(());
+    *parts.method_mut() = req.method().clone();
+    *parts.uri_mut() = req.uri().clone();
+    *parts.version_mut() = req.version();
+    *parts.headers_mut() = req.headers().clone();
+    *parts.extensions_mut() = req.extensions().clone();
+    Some(RetryTemplate::new(svc.clone(), parts, body))
+}

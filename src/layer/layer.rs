@@ -1,0 +1,167 @@
+use super::TokenService;
+use crate::cache::{Backoff, Config, Stats, TokenCache};
+use crate::error::ConfigError;
+use crate::source::TokenSource;
+use crate::token::is_header_safe;
+use http::HeaderName;
+use std::fmt;
+use std::time::Duration;
+use tower_layer::Layer;
+
+/// Attaches a cached token to every request of the service it wraps.
+///
+/// Cloning the layer is cheap; every clone and every [`TokenService`] it
+/// makes share one [`TokenCache`]. See the [module docs](crate::layer).
+#[derive(Clone)]
+pub struct TokenLayer {
+    cache: TokenCache,
+}
+
+impl fmt::Debug for TokenLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenLayer")
+            .field("cache", &self.cache)
+            .finish()
+    }
+}
+
+impl TokenLayer {
+    /// A layer with the default settings: `Authorization: Bearer <token>`,
+    /// 30 s leeway, refresh ahead in the last 10 % of a token's lifetime.
+    pub fn new(source: impl TokenSource) -> Self {
+        Self {
+            cache: TokenCache::new(Box::new(source), Config::default()),
+        }
+    }
+
+    /// Starts a builder to change the defaults.
+    pub fn builder(source: impl TokenSource) -> TokenLayerBuilder {
+        TokenLayerBuilder {
+            source: Box::new(source),
+            config: Config::default(),
+            error: None,
+        }
+    }
+
+    /// The cache this layer's services share.
+    pub fn cache(&self) -> &TokenCache {
+        &self.cache
+    }
+
+    /// A snapshot of the cache's counters.
+    pub fn stats(&self) -> Stats {
+        self.cache.stats()
+    }
+}
+
+impl<S> Layer<S> for TokenLayer {
+    type Service = TokenService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TokenService::new(inner, self.cache.clone())
+    }
+}
+
+/// Builds a [`TokenLayer`] with settings other than the defaults.
+pub struct TokenLayerBuilder {
+    source: Box<dyn TokenSource>,
+    config: Config,
+    error: Option<ConfigError>,
+}
+
+impl fmt::Debug for TokenLayerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenLayerBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenLayerBuilder {
+    /// How long before its stated expiry a token stops being sent (default
+    /// 30 s). It is capped at half of each token's lifetime.
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.config.leeway = leeway;
+        self
+    }
+
+    /// The share of a token's lifetime, before the leeway, during which a
+    /// background refresh runs while requests keep the current token
+    /// (default 0.1; clamped to `0.0..=1.0`).
+    pub fn refresh_ahead(mut self, fraction: f64) -> Self {
+        self.config.refresh_ahead = if fraction.is_nan() {
+            0.0
+        } else {
+            fraction.clamp(0.0, 1.0)
+        };
+        self
+    }
+
+    /// The lifetime assumed for a token whose answer has no `expires_in`
+    /// (default 5 minutes).
+    pub fn default_lifetime(mut self, lifetime: Duration) -> Self {
+        self.config.default_lifetime = lifetime;
+        self
+    }
+
+    /// The longest a token source may take before the fetch counts as
+    /// failed (default 30 s).
+    pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
+        self.config.fetch_timeout = timeout;
+        self
+    }
+
+    /// The backoff between failed fetches (default 500 ms doubling to 30 s,
+    /// with jitter).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.config.backoff = backoff;
+        self
+    }
+
+    /// The header that carries the token (default `Authorization`).
+    pub fn header(mut self, name: HeaderName) -> Self {
+        self.config.header_name = name;
+        self
+    }
+
+    /// The scheme put before the token (default `Bearer`).
+    pub fn scheme(mut self, scheme: impl Into<String>) -> Self {
+        let scheme = scheme.into();
+        if !is_header_safe(&scheme) {
+            self.error = Some(ConfigError::InvalidHeader(format!("scheme `{scheme}`")));
+        }
+        self.config.scheme = Some(scheme);
+        self
+    }
+
+    /// Sends the bare token, with no scheme (for headers such as `X-Api-Key`).
+    pub fn raw(mut self) -> Self {
+        self.config.scheme = None;
+        self
+    }
+
+    /// Replaces the header on requests that already carry it (by default
+    /// such requests are sent as they are).
+    pub fn override_existing(mut self, yes: bool) -> Self {
+        self.config.override_existing = yes;
+        self
+    }
+
+    /// Whether a request answered 401 is sent again with a fresh token when
+    /// its body can be replayed (default on). The token is invalidated
+    /// either way.
+    pub fn retry_unauthorized(mut self, yes: bool) -> Self {
+        self.config.retry_unauthorized = yes;
+        self
+    }
+
+    /// Builds the layer.
+    pub fn build(self) -> Result<TokenLayer, ConfigError> {
+        if let Some(err) = self.error {
+            return Err(err);
+        }
+        Ok(TokenLayer {
+            cache: TokenCache::new(self.source, self.config),
+        })
+    }
+}

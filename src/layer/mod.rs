@@ -1,0 +1,68 @@
+//! The layer: attach a cached token to every request, refresh it after a 401.
+//!
+//! [`TokenLayer`] wraps any tower HTTP client service
+//! (`Service<http::Request<B>, Response = http::Response<R>>`) in a
+//! [`TokenService`]. For each request it:
+//!
+//! 1. leaves it alone if it already carries the token header (unless
+//!    [`override_existing`](TokenLayerBuilder::override_existing));
+//! 2. inserts `Authorization: Bearer <token>` from the cache (a lock-free load
+//!    and a clone of a header value built once per token), or waits for the
+//!    one fetch in flight when the cache has no usable token;
+//! 3. when the answer is 401 (without `error="insufficient_scope"`), or
+//!    carries `grpc-status: 16` in its headers, invalidates the token it
+//!    sent — only if it is still the cached one, so a burst of 401s causes one
+//!    refresh — and, when the body can be replayed, sends the request once
+//!    more with the new token on a clone of the inner service made ready
+//!    first. A 403 is returned as it is.
+//!
+//! Requests whose body is a stream get the 401 back; the next request
+//! carries the new token. Replayable bodies: `Full<Bytes>`, `Empty<Bytes>`,
+//! `Bytes`, `String`, `Vec<u8>` and, with the `reqwest` feature, a
+//! `reqwest::Body` made from bytes.
+//!
+//! If no token can be had, the request fails with an [`Error`](crate::Error)
+//! (as a `BoxError`) and the inner service is not called: a request is never
+//! sent without its token.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http_body_util::Empty;
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//! use tower_token::{source, Token, TokenLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_token::BoxError> {
+//! let layer = TokenLayer::builder(source::from_fn(|_| async {
+//!     Ok::<_, std::io::Error>(Token::new("t-1").with_expires_in(Duration::from_secs(3600)))
+//! }))
+//! .leeway(Duration::from_secs(60))
+//! .build()?;
+//!
+//! // Any HTTP client service; here one that echoes the header it got.
+//! let client = tower::service_fn(|req: http::Request<Empty<Bytes>>| async move {
+//!     let auth = req.headers()[http::header::AUTHORIZATION].clone();
+//!     Ok::<_, std::convert::Infallible>(http::Response::new(auth))
+//! });
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(layer)
+//!     .timeout(Duration::from_secs(5))
+//!     .service(client);
+//!
+//! let response = svc.ready().await?.call(http::Request::new(Empty::new())).await?;
+//! assert_eq!(response.body(), "Bearer t-1");
+//! # Ok(()) }
+//! ```
+
+mod future;
+#[allow(clippy::module_inception)]
+mod layer;
+mod replay;
+mod service;
+
+pub use self::future::ResponseFuture;
+pub use self::layer::{TokenLayer, TokenLayerBuilder};
+pub use self::service::TokenService;

@@ -1,0 +1,96 @@
+use super::future::{ResponseFuture, retry_template};
+use crate::cache::{Stats, TokenCache};
+use crate::error::BoxError;
+use http::{Request, Response};
+use std::fmt;
+use std::task::{Context, Poll};
+use tower_service::Service;
+
+/// The service [`TokenLayer`](crate::TokenLayer) produces: attaches the cached
+/// token to each request, and handles 401 answers. See the
+/// [module docs](crate::layer).
+///
+/// `Clone + Send + Sync` when the inner service is; every clone shares one
+/// cache. `poll_ready` is the inner service's.
+#[derive(Clone)]
+pub struct TokenService<S> {
+    inner: S,
+    cache: TokenCache,
+}
+
+impl<S> fmt::Debug for TokenService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenService")
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> TokenService<S> {
+    /// Wraps `inner`, sharing `cache`.
+    pub fn new(inner: S, cache: TokenCache) -> Self {
+        Self { inner, cache }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, consuming the wrapper.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The cache this service shares.
+    pub fn cache(&self) -> &TokenCache {
+        &self.cache
+    }
+
+    /// A snapshot of the cache's counters.
+    pub fn stats(&self) -> Stats {
+        self.cache.stats()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for TokenService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    S::Error: Into<BoxError>,
+    ReqBody: 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let shared = &self.cache.shared;
+        let config = &shared.config;
+        if !config.override_existing && req.headers().contains_key(&config.header_name) {
+            return ResponseFuture::passthrough(self.inner.call(req));
+        }
+        match shared.header() {
+            Some((value, generation)) => {
+                let retry = retry_template(&self.inner, &req, shared);
+                req.headers_mut().insert(&config.header_name, value);
+                ResponseFuture::called(self.inner.call(req), generation, retry, shared.clone())
+            }
+            None => {
+                // Wait for a token: the future owns the instance that was
+                // made ready, and a clone takes its place here.
+                let clone = self.inner.clone();
+                let ready = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::acquire(ready, req, shared.clone())
+            }
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The client credentials grant (RFC 6749 §4.4).
+
+use super::{FetchRequest, TokenSource};
+use crate::dialect::{ClientAuth, Credentials, Grant, rfc};
+use crate::endpoint::endpoint_url;
+use crate::error::{ConfigError, Endpoint, Error, ErrorCode};
+use crate::http_client::{BoxFuture, HttpClient, Limits, default_client, execute};
+use crate::secret::ClientSecret;
+use crate::token::Token;
+use std::{fmt, sync::Arc, time::Duration};
+use url::Url;
+
+/// Fetches tokens with the client credentials grant, and with the
+/// refresh-token grant when the cache holds a refresh token (falling back to
+/// client credentials when that is answered `invalid_grant`).
+///
+/// # Example
+///
+/// ```
+/// use tower_token::{ClientCredentials, dialect::ClientAuth};
+///
+/// let source = ClientCredentials::builder("https://auth.example.com/oauth/token", "my-client", "s3cr3t")
+///     .auth(ClientAuth::RequestBody)
+///     .scope("orders:read")
+///     .audience("https://api.example.com")
+///     .build()
+///     .unwrap();
+/// assert!(!format!("{source:?}").contains("s3cr3t"));
+/// ```
+#[derive(Clone)]
+pub struct ClientCredentials {
+    url: Url,
+    credentials: Credentials,
+    auth: ClientAuth,
+    scope: Option<String>,
+    params: Vec<(String, String)>,
+    limits: Limits,
+    http: Arc<dyn HttpClient>,
+}
+
+impl fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCredentials")
+            .field("url", &self.url.as_str())
+            .field("credentials", &self.credentials)
+            .field("auth", &self.auth)
+            .field("scope", &self.scope)
+            .field("params", &self.params)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientCredentials {
+    /// Starts a builder for a confidential client at `token_url`.
+    pub fn builder(
+        token_url: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: impl Into<ClientSecret>,
+    ) -> ClientCredentialsBuilder {
+        ClientCredentialsBuilder {
+            url: token_url.into(),
+            credentials: Credentials::new(client_id, client_secret),
+            auth: ClientAuth::Basic,
+            scope: None,
+            params: Vec::new(),
+            limits: Limits::default(),
+            http: None,
+            allow_insecure_http: false,
+        }
+    }
+
+    /// The token endpoint.
+    pub fn token_url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The client's credentials.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    async fn request(&self, grant: Grant<'_>) -> Result<Token, Error> {
+        let request = rfc::token_request(
+            &self.url,
+            &self.credentials,
+            self.auth,
+            grant,
+            self.scope.as_deref(),
+            &self.params,
+        )?;
+        let response = execute(&*self.http, request, self.limits, Endpoint::Token).await?;
+        rfc::parse_token_response(&response, &self.credentials)
+    }
+}
+
+impl TokenSource for ClientCredentials {
+    fn fetch(&self, request: FetchRequest) -> BoxFuture<'_, Result<Token, Error>> {
+        Box::pin(async move {
+            if let Some(refresh) = &request.refresh_token {
+                match self.request(Grant::RefreshToken(refresh)).await {
+                    Err(Error::OAuth {
+                        code: ErrorCode::InvalidGrant,
+                        ..
+                    }) => {
+                        tracing::debug!(
+                            "refresh token rejected (invalid_grant); using client credentials"
+                        );
+                    }
+                    other => return other,
+                }
+            }
+            self.request(Grant::ClientCredentials).await
+        })
+    }
+}
+
+/// Builds a [`ClientCredentials`] source.
+#[derive(Debug)]
+pub struct ClientCredentialsBuilder {
+    url: String,
+    credentials: Credentials,
+    auth: ClientAuth,
+    scope: Option<String>,
+    params: Vec<(String, String)>,
+    limits: Limits,
+    http: Option<Arc<dyn HttpClient>>,
+    allow_insecure_http: bool,
+}
+
+impl fmt::Debug for dyn HttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HttpClient")
+    }
+}
+
+impl ClientCredentialsBuilder {
+    /// How the client authenticates: Basic (the default), in the body, or
+    /// not at all.
+    pub fn auth(mut self, auth: ClientAuth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// The `scope` parameter (space-separated scopes).
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// Adds an `audience` parameter.
+    pub fn audience(self, audience: impl Into<String>) -> Self {
+        self.param("audience", audience)
+    }
+
+    /// Adds an RFC 8707 `resource` parameter (may be given more than once).
+    pub fn resource(self, resource: impl Into<String>) -> Self {
+        self.param("resource", resource)
+    }
+
+    /// Adds any other form parameter.
+    pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.params.push((name.into(), value.into()));
+        self
+    }
+
+    /// The timeout of one token request (default 10 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.limits.timeout = timeout;
+        self
+    }
+
+    /// The largest answer read (default 64 KiB).
+    pub fn max_response_bytes(mut self, max: usize) -> Self {
+        self.limits.max_response_bytes = max;
+        self
+    }
+
+    /// The HTTP client for the token endpoint (default: reqwest, when the
+    /// `reqwest` feature is on).
+    pub fn http_client(mut self, client: impl HttpClient) -> Self {
+        self.http = Some(Arc::new(client));
+        self
+    }
+
+    /// Allows a plain-http token endpoint on a host other than loopback.
+    pub fn allow_insecure_http(mut self) -> Self {
+        self.allow_insecure_http = true;
+        self
+    }
+
+    /// Checks the configuration and builds the source.
+    pub fn build(self) -> Result<ClientCredentials, ConfigError> {
+        let url = endpoint_url(&self.url, self.allow_insecure_http)?;
+        let http = match self.http {
+            Some(http) => http,
+            None => default_client()?,
+        };
+        Ok(ClientCredentials {
+            url,
+            credentials: self.credentials,
+            auth: self.auth,
+            scope: self.scope,
+            params: self.params,
+            limits: self.limits,
+            http,
+        })
+    }
+}
