@@ -68,3 +68,8 @@ pub use layer::{TokenLayer, TokenLayerBuilder, TokenService};
 pub use secret::{AccessToken, ClientSecret, RefreshToken};
 pub use source::{ClientCredentials, TokenSource};
 pub use token::Token;
+
+/// The README's examples, compiled as doc-tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
