@@ -162,6 +162,12 @@ pub enum InvalidResponse {
     BadEnvelope(&'static str),
     /// A field has the wrong type.
     InvalidField(&'static str),
+    /// A required field is missing (e.g. `token_endpoint` in a metadata
+    /// document).
+    MissingField(&'static str),
+    /// A metadata document names another issuer than the one asked for
+    /// (RFC 8414 §3.3).
+    IssuerMismatch,
 }
 
 /// What is wrong with an `expires_in` value.
@@ -198,6 +204,8 @@ impl fmt::Display for InvalidResponse {
             Self::UnsupportedTokenType(t) => write!(f, "`token_type` `{t}` is not supported"),
             Self::BadEnvelope(what) => write!(f, "unexpected envelope: {what}"),
             Self::InvalidField(name) => write!(f, "`{name}` has the wrong type"),
+            Self::MissingField(name) => write!(f, "`{name}` is missing"),
+            Self::IssuerMismatch => f.write_str("`issuer` is not the issuer asked for"),
         }
     }
 }

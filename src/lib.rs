@@ -11,6 +11,11 @@
 //!   callers on an empty cache share a single fetch;
 //! - [`ClientCredentials`] fetches tokens with the client credentials grant
 //!   (RFC 6749 §4.4), and [`source::from_fn`] from any async closure;
+//! - [`RevokeService`] revokes tokens (RFC 7009, Kopo Kopo, KorAP,
+//!   OneLogin) as a `tower::Service`; the [`dialect`]s hold the wire
+//!   formats, [`preset`] builds a provider's token source and revocation
+//!   service in one go, and [`discovery`] finds the endpoints of an issuer
+//!   (RFC 8414, OpenID discovery);
 //! - errors are typed ([`Error`], with RFC 6749 §5.2 codes), and secrets are
 //!   secret types whose `Debug` output is `[redacted]`.
 //!
@@ -54,10 +59,13 @@
 pub mod cache;
 pub mod challenge;
 pub mod dialect;
+pub mod discovery;
 pub mod endpoint;
 pub mod error;
 pub mod http_client;
 pub mod layer;
+pub mod preset;
+pub mod revoke;
 pub mod secret;
 pub mod source;
 pub mod token;
@@ -65,6 +73,8 @@ pub mod token;
 pub use cache::{Stats, TokenCache};
 pub use error::{BoxError, ConfigError, Error};
 pub use layer::{TokenLayer, TokenLayerBuilder, TokenService};
+pub use preset::Provider;
+pub use revoke::{RevokeRequest, RevokeService, TokenKind};
 pub use secret::{AccessToken, ClientSecret, RefreshToken};
 pub use source::{ClientCredentials, TokenSource};
 pub use token::Token;

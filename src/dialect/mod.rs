@@ -6,6 +6,16 @@
 //! without a server.
 //!
 //! - [`rfc`]: RFC 6749 (client credentials §4.4, refresh §6) and RFC 7009.
+//! - [`kopokopo`]: Kopo Kopo's token and revocation endpoints (form bodies,
+//!   credentials always in the body, no refresh tokens).
+//! - [`korap`]: KorAP/Kustvakt's revocation endpoint (the hint is called
+//!   `token_type`); its token endpoint is the standard one.
+//! - [`onelogin`]: OneLogin's JSON token and revocation endpoints, with the
+//!   `client_id:…, client_secret:…` header and the `status` envelope.
+//!
+//! [`Dialect`] names one of them, for the services that pick the functions
+//! to call at run time ([`RevokeService`](crate::RevokeService),
+//! [`ProviderSource`](crate::source::ProviderSource)).
 //!
 //! # Example
 //!
@@ -21,7 +31,11 @@
 //! ```
 
 use crate::secret::{ClientSecret, RefreshToken};
+use url::Url;
 
+pub mod kopokopo;
+pub mod korap;
+pub mod onelogin;
 pub mod rfc;
 
 /// Client id and, for confidential clients, the client secret.
@@ -86,4 +100,82 @@ pub enum Grant<'a> {
     ClientCredentials,
     /// `grant_type=refresh_token` (RFC 6749 §6).
     RefreshToken(&'a RefreshToken),
+}
+
+/// Which wire format an endpoint speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Dialect {
+    /// RFC 6749 / RFC 7009, with the given client authentication.
+    Rfc {
+        /// How the client authenticates.
+        auth: ClientAuth,
+    },
+    /// Kopo Kopo: see [`kopokopo`].
+    KopoKopo,
+    /// KorAP/Kustvakt: see [`korap`].
+    Korap,
+    /// OneLogin: see [`onelogin`].
+    OneLogin,
+}
+
+impl Dialect {
+    /// A short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Dialect::Rfc { .. } => "rfc",
+            Dialect::KopoKopo => "kopokopo",
+            Dialect::Korap => "korap",
+            Dialect::OneLogin => "onelogin",
+        }
+    }
+}
+
+/// `base` with `suffix` (which starts with `/`) appended to its path; query
+/// and fragment dropped. `https://h/api/` + `/oauth/token` is
+/// `https://h/api/oauth/token`.
+pub(crate) fn join(base: &Url, suffix: &str) -> Url {
+    let mut url = base.clone();
+    let path = format!("{}{suffix}", base.path().trim_end_matches('/'));
+    url.set_path(&path);
+    url.set_query(None);
+    url.set_fragment(None);
+    url
+}
+
+/// Parses the base URL a provider constructor was given and applies the
+/// plain-http rule. For [`Dialect::Rfc`] the "base" is the endpoint itself.
+pub(crate) fn resolve_base(
+    dialect: Dialect,
+    given: &str,
+    allow_insecure_http: bool,
+) -> Result<Url, crate::error::ConfigError> {
+    match dialect {
+        Dialect::OneLogin => {
+            let url = onelogin::base_url(given)?;
+            crate::endpoint::check_url(&url, allow_insecure_http)?;
+            Ok(url)
+        }
+        _ => crate::endpoint::endpoint_url(given, allow_insecure_http),
+    }
+}
+
+/// The token endpoint of `dialect` under `base`.
+pub(crate) fn token_url(dialect: Dialect, base: &Url) -> Url {
+    match dialect {
+        Dialect::Rfc { .. } => base.clone(),
+        Dialect::KopoKopo => kopokopo::token_url(base),
+        Dialect::Korap => korap::token_url(base),
+        Dialect::OneLogin => onelogin::token_url(base),
+    }
+}
+
+/// The revocation endpoint of `dialect` under `base`.
+pub(crate) fn revoke_url(dialect: Dialect, base: &Url) -> Url {
+    match dialect {
+        Dialect::Rfc { .. } => base.clone(),
+        Dialect::KopoKopo => kopokopo::revoke_url(base),
+        Dialect::Korap => korap::revoke_url(base),
+        Dialect::OneLogin => onelogin::revoke_url(base),
+    }
 }

@@ -7,6 +7,10 @@
 //! - [`parse_token_response`] reads the answer tolerantly: `expires_in` as a
 //!   number or numeric string, `token_type` in any case, unknown fields
 //!   ignored; every unusable answer is a typed [`Error`].
+//! - [`revoke_request`] builds the RFC 7009 revocation `POST` (`token`,
+//!   `token_type_hint`) with the same three client authentications, and
+//!   [`parse_revoke_response`] reads its answer: any 2xx is success, even for
+//!   a token the server does not know (RFC 7009 §2.2).
 //!
 //! # Example
 //!
@@ -27,6 +31,7 @@ use super::{ClientAuth, Credentials, Grant};
 use crate::error::{
     Endpoint, Error, ErrorCode, ExpiresInProblem, InvalidResponse, excerpt, redact,
 };
+use crate::revoke::TokenKind;
 use crate::token::{Token, is_header_safe};
 use base64::Engine as _;
 use bytes::Bytes;
@@ -114,6 +119,13 @@ pub(crate) fn form_post(
 /// `Basic base64(urlencode(id) ":" urlencode(secret))`, marked sensitive
 /// (RFC 6749 §2.3.1).
 pub fn basic_authorization(credentials: &Credentials) -> Result<HeaderValue, Error> {
+    basic_authorization_for(credentials, Endpoint::Token)
+}
+
+pub(crate) fn basic_authorization_for(
+    credentials: &Credentials,
+    endpoint: Endpoint,
+) -> Result<HeaderValue, Error> {
     let id: String = form_urlencoded::byte_serialize(credentials.client_id().as_bytes()).collect();
     let secret: String = credentials
         .client_secret()
@@ -122,11 +134,82 @@ pub fn basic_authorization(credentials: &Credentials) -> Result<HeaderValue, Err
     let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
     let mut value =
         HeaderValue::try_from(format!("Basic {encoded}")).map_err(|e| Error::Request {
-            endpoint: Endpoint::Token,
+            endpoint,
             reason: e.to_string(),
         })?;
     value.set_sensitive(true);
     Ok(value)
+}
+
+/// Builds a revocation request (RFC 7009 §2.1): form `token` and, when a
+/// hint is given, `token_type_hint` (`access_token` or `refresh_token`).
+///
+/// Client authentication as for [`token_request`]: Basic, `client_id` and
+/// `client_secret` in the body, or `client_id` alone for a public client.
+pub fn revoke_request(
+    url: &Url,
+    credentials: &Credentials,
+    auth: ClientAuth,
+    token: &str,
+    hint: Option<TokenKind>,
+) -> Result<http::Request<Bytes>, Error> {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("token", token);
+    if let Some(kind) = hint {
+        form.append_pair("token_type_hint", kind.as_str());
+    }
+    let mut authorization = None;
+    match auth {
+        ClientAuth::Basic => {
+            authorization = Some(basic_authorization_for(credentials, Endpoint::Revocation)?)
+        }
+        ClientAuth::RequestBody => append_client(&mut form, credentials, true),
+        ClientAuth::None => append_client(&mut form, credentials, false),
+    }
+    form_post(url, form.finish(), authorization, Endpoint::Revocation)
+}
+
+/// Parses a revocation endpoint's answer (RFC 7009 §2.2).
+///
+/// Any 2xx is success, whatever the body, unless the body is an RFC 6749
+/// error object. A 503 or 429 with `Retry-After` is an [`Error::Status`]
+/// carrying the delay (retriable, see [`Error::is_retriable`]); any other
+/// answer is an [`Error::OAuth`] (`unsupported_token_type`,
+/// `invalid_client`, …) when the body is an RFC 6749 error, else an
+/// [`Error::Status`] with a body excerpt. Each of `secrets` (the client
+/// secret, the token) is redacted from what the error keeps.
+pub fn parse_revoke_response(
+    response: &http::Response<Bytes>,
+    secrets: &[&str],
+) -> Result<(), Error> {
+    let status = response.status();
+    if status.is_success() {
+        if let Ok(object) = json_object(response.body())
+            && let Some(err) = oauth_error(Endpoint::Revocation, status, &object, secrets)
+        {
+            return Err(err);
+        }
+        return Ok(());
+    }
+    Err(revoke_error(response, secrets))
+}
+
+/// The error for a non-2xx revocation answer: a retriable status when the
+/// server said when to come back, else as [`error_response`].
+pub(crate) fn revoke_error(response: &http::Response<Bytes>, secrets: &[&str]) -> Error {
+    let status = response.status();
+    let retry_after = retry_after(response.headers());
+    if retry_after.is_some()
+        && (status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS)
+    {
+        return Error::Status {
+            endpoint: Endpoint::Revocation,
+            status,
+            retry_after,
+            body: excerpt(response.body(), secrets),
+        };
+    }
+    error_response(Endpoint::Revocation, response, secrets)
 }
 
 /// Parses a token endpoint's answer (RFC 6749 §5.1, §5.2).
@@ -508,5 +591,105 @@ mod tests {
         let err = parse_token_response(&busy, &creds()).unwrap_err();
         assert_eq!(err.retry_after(), Some(Duration::from_secs(2)));
         assert!(err.is_retriable());
+    }
+
+    fn form(req: &http::Request<Bytes>) -> Vec<(String, String)> {
+        serde_urlencoded::from_bytes(req.body()).unwrap()
+    }
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn revoke_request_with_each_client_auth() {
+        let req = revoke_request(
+            &url(),
+            &creds(),
+            ClientAuth::Basic,
+            "tok",
+            Some(TokenKind::Refresh),
+        )
+        .unwrap();
+        assert_eq!(req.method(), Method::POST);
+        assert_eq!(req.uri(), "https://as.example/token");
+        assert!(req.headers()[header::AUTHORIZATION].is_sensitive());
+        assert_eq!(
+            req.headers()[header::CONTENT_TYPE],
+            "application/x-www-form-urlencoded"
+        );
+        assert_eq!(
+            form(&req),
+            pairs(&[("token", "tok"), ("token_type_hint", "refresh_token")])
+        );
+
+        let req = revoke_request(
+            &url(),
+            &creds(),
+            ClientAuth::RequestBody,
+            "tok",
+            Some(TokenKind::Access),
+        )
+        .unwrap();
+        assert!(req.headers().get(header::AUTHORIZATION).is_none());
+        assert_eq!(
+            form(&req),
+            pairs(&[
+                ("token", "tok"),
+                ("token_type_hint", "access_token"),
+                ("client_id", "client"),
+                ("client_secret", "a+b/c:d%e f"),
+            ])
+        );
+
+        let req = revoke_request(&url(), &creds(), ClientAuth::None, "tok", None).unwrap();
+        assert!(req.headers().get(header::AUTHORIZATION).is_none());
+        assert_eq!(
+            form(&req),
+            pairs(&[("token", "tok"), ("client_id", "client")])
+        );
+    }
+
+    #[test]
+    fn revoke_answers() {
+        let secrets = ["a+b/c:d%e f", "tok-9f8e7d"];
+        assert!(parse_revoke_response(&answer(200, ""), &secrets).is_ok());
+        assert!(parse_revoke_response(&answer(204, ""), &secrets).is_ok());
+        assert!(parse_revoke_response(&answer(200, "<html>ok</html>"), &secrets).is_ok());
+        let err = parse_revoke_response(
+            &answer(400, r#"{"error":"unsupported_token_type"}"#),
+            &secrets,
+        )
+        .unwrap_err();
+        assert_eq!(err.oauth_code(), Some(&ErrorCode::UnsupportedTokenType));
+        assert!(!err.is_retriable());
+        let err = parse_revoke_response(&answer(200, r#"{"error":"invalid_client"}"#), &secrets)
+            .unwrap_err();
+        assert_eq!(err.oauth_code(), Some(&ErrorCode::InvalidClient));
+
+        let mut busy = answer(503, r#"{"error":"temporarily_unavailable"}"#);
+        busy.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        let err = parse_revoke_response(&busy, &secrets).unwrap_err();
+        assert!(err.is_retriable());
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(2)));
+
+        let err =
+            parse_revoke_response(&answer(500, "token tok-9f8e7d broke"), &secrets).unwrap_err();
+        match err {
+            Error::Status {
+                endpoint,
+                status,
+                body,
+                ..
+            } => {
+                assert_eq!(endpoint, Endpoint::Revocation);
+                assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+                assert_eq!(body, "token [redacted] broke");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

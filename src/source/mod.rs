@@ -9,6 +9,8 @@
 //! - [`ClientCredentials`]: the OAuth 2.0 client credentials grant
 //!   (RFC 6749 §4.4), with the refresh-token grant (§6) when the server issued
 //!   a refresh token.
+//! - [`ProviderSource`]: the token endpoints of providers with a dialect of
+//!   their own (Kopo Kopo, OneLogin).
 //! - [`from_fn`]: a user's async closure.
 //!
 //! # Example
@@ -33,8 +35,10 @@ use crate::token::Token;
 use std::{fmt, future::Future, sync::Arc};
 
 mod client_credentials;
+mod provider;
 
 pub use client_credentials::{ClientCredentials, ClientCredentialsBuilder};
+pub use provider::{ProviderSource, ProviderSourceBuilder};
 
 /// Why the cache asks for a token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

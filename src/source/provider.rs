@@ -1,0 +1,265 @@
+//! Token sources that speak a provider's own dialect (Kopo Kopo, OneLogin).
+
+use super::{FetchRequest, TokenSource};
+use crate::dialect::{self, ClientAuth, Credentials, Dialect, Grant, kopokopo, onelogin, rfc};
+use crate::error::{ConfigError, Endpoint, Error, ErrorCode};
+use crate::http_client::{BoxFuture, HttpClient, Limits, default_client, execute};
+use crate::secret::ClientSecret;
+use crate::token::Token;
+use http::StatusCode;
+use std::{fmt, sync::Arc, time::Duration};
+use url::Url;
+
+/// Fetches tokens from a provider whose token endpoint is not plain
+/// RFC 6749: Kopo Kopo (form body, no refresh tokens) or OneLogin (JSON
+/// body, its own `Authorization` header, refresh tokens).
+///
+/// For OneLogin, when the cache holds a refresh token the source uses the
+/// refresh-token grant first, and falls back to the client credentials when
+/// that is answered `invalid_grant` or 401. Kopo Kopo always uses the
+/// client credentials. See [`dialect::kopokopo`] and [`dialect::onelogin`]
+/// for the wire formats.
+///
+/// # Example
+///
+/// ```
+/// use tower_token::source::ProviderSource;
+///
+/// let source = ProviderSource::onelogin("acme.onelogin.com", "my-client", "s3cr3t")
+///     .build()
+///     .unwrap();
+/// assert_eq!(source.token_url().as_str(), "https://acme.onelogin.com/auth/oauth2/v2/token");
+/// assert!(!format!("{source:?}").contains("s3cr3t"));
+/// ```
+#[derive(Clone)]
+pub struct ProviderSource {
+    dialect: Dialect,
+    url: Url,
+    credentials: Credentials,
+    limits: Limits,
+    http: Arc<dyn HttpClient>,
+}
+
+impl fmt::Debug for ProviderSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderSource")
+            .field("dialect", &self.dialect)
+            .field("url", &self.url.as_str())
+            .field("credentials", &self.credentials)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProviderSource {
+    /// Kopo Kopo's token endpoint, `{base_url}/oauth/token`.
+    pub fn kopokopo(
+        base_url: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: impl Into<ClientSecret>,
+    ) -> ProviderSourceBuilder {
+        ProviderSourceBuilder::new(
+            Dialect::KopoKopo,
+            base_url.into(),
+            Credentials::new(client_id, client_secret),
+        )
+    }
+
+    /// OneLogin's token endpoint, `https://<subdomain>/auth/oauth2/v2/token`.
+    ///
+    /// `subdomain_or_base_url` is read by [`onelogin::base_url`]:
+    /// `acme.onelogin.com`, `acme`, or a full URL.
+    pub fn onelogin(
+        subdomain_or_base_url: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: impl Into<ClientSecret>,
+    ) -> ProviderSourceBuilder {
+        ProviderSourceBuilder::new(
+            Dialect::OneLogin,
+            subdomain_or_base_url.into(),
+            Credentials::new(client_id, client_secret),
+        )
+    }
+
+    /// The wire format.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The token endpoint.
+    pub fn token_url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The client's credentials.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    fn supports_refresh(&self) -> bool {
+        !matches!(self.dialect, Dialect::KopoKopo)
+    }
+
+    async fn request(&self, grant: Grant<'_>) -> Result<Token, Error> {
+        let (url, creds) = (&self.url, &self.credentials);
+        let request = match self.dialect {
+            Dialect::KopoKopo => kopokopo::token_request(url, creds)?,
+            Dialect::OneLogin => onelogin::token_request(url, creds, grant)?,
+            Dialect::Rfc { auth } => rfc::token_request(url, creds, auth, grant, None, &[])?,
+            Dialect::Korap => {
+                rfc::token_request(url, creds, ClientAuth::RequestBody, grant, None, &[])?
+            }
+        };
+        let response = execute(&*self.http, request, self.limits, Endpoint::Token).await?;
+        match self.dialect {
+            Dialect::KopoKopo => kopokopo::parse_token_response(&response, creds),
+            Dialect::OneLogin => onelogin::parse_token_response(&response, creds),
+            Dialect::Rfc { .. } | Dialect::Korap => rfc::parse_token_response(&response, creds),
+        }
+    }
+}
+
+/// Whether a refresh-token grant failed because of the refresh token, so
+/// that the client credentials are worth a try.
+fn refresh_rejected(err: &Error) -> bool {
+    match err {
+        Error::OAuth { code, status, .. } => {
+            *code == ErrorCode::InvalidGrant || *status == StatusCode::UNAUTHORIZED
+        }
+        Error::Provider { status, .. } | Error::Status { status, .. } => {
+            *status == StatusCode::UNAUTHORIZED
+        }
+        _ => false,
+    }
+}
+
+impl TokenSource for ProviderSource {
+    fn fetch(&self, request: FetchRequest) -> BoxFuture<'_, Result<Token, Error>> {
+        Box::pin(async move {
+            if let Some(refresh) = &request.refresh_token
+                && self.supports_refresh()
+            {
+                match self.request(Grant::RefreshToken(refresh)).await {
+                    Err(e) if refresh_rejected(&e) => {
+                        tracing::debug!(
+                            error = %e,
+                            "refresh token rejected; using client credentials"
+                        );
+                    }
+                    other => return other,
+                }
+            }
+            self.request(Grant::ClientCredentials).await
+        })
+    }
+}
+
+/// Builds a [`ProviderSource`]; start with one of its constructors.
+#[derive(Debug)]
+pub struct ProviderSourceBuilder {
+    dialect: Dialect,
+    url: String,
+    credentials: Credentials,
+    limits: Limits,
+    http: Option<Arc<dyn HttpClient>>,
+    allow_insecure_http: bool,
+}
+
+impl ProviderSourceBuilder {
+    fn new(dialect: Dialect, url: String, credentials: Credentials) -> Self {
+        Self {
+            dialect,
+            url,
+            credentials,
+            limits: Limits::default(),
+            http: None,
+            allow_insecure_http: false,
+        }
+    }
+
+    /// The timeout of one token request (default 10 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.limits.timeout = timeout;
+        self
+    }
+
+    /// The largest answer read (default 64 KiB).
+    pub fn max_response_bytes(mut self, max: usize) -> Self {
+        self.limits.max_response_bytes = max;
+        self
+    }
+
+    /// The HTTP client (default: reqwest, when the `reqwest` feature is on).
+    pub fn http_client(mut self, client: impl HttpClient) -> Self {
+        self.http = Some(Arc::new(client));
+        self
+    }
+
+    /// Uses a client already shared with a revocation service.
+    pub(crate) fn shared_http_client(mut self, client: Arc<dyn HttpClient>) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// Allows a plain-http endpoint on a host other than loopback.
+    pub fn allow_insecure_http(mut self) -> Self {
+        self.allow_insecure_http = true;
+        self
+    }
+
+    /// Checks the configuration and builds the source.
+    pub fn build(self) -> Result<ProviderSource, ConfigError> {
+        let base = dialect::resolve_base(self.dialect, &self.url, self.allow_insecure_http)?;
+        let http = match self.http {
+            Some(http) => http,
+            None => default_client()?,
+        };
+        Ok(ProviderSource {
+            dialect: self.dialect,
+            url: dialect::token_url(self.dialect, &base),
+            credentials: self.credentials,
+            limits: self.limits,
+            http,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_fallback_classes() {
+        let provider = |status: u16| Error::Provider {
+            endpoint: Endpoint::Token,
+            status: StatusCode::from_u16(status).unwrap(),
+            kind: crate::error::ProviderError::AuthenticationFailure,
+        };
+        assert!(refresh_rejected(&provider(401)));
+        assert!(!refresh_rejected(&provider(500)));
+        let oauth = Error::OAuth {
+            endpoint: Endpoint::Token,
+            status: StatusCode::BAD_REQUEST,
+            code: ErrorCode::InvalidGrant,
+            description: None,
+            uri: None,
+        };
+        assert!(refresh_rejected(&oauth));
+        assert!(!refresh_rejected(&Error::Aborted));
+    }
+
+    #[test]
+    fn urls() {
+        let s = ProviderSource::kopokopo("https://sandbox.kopokopo.com/", "i", "s")
+            .build()
+            .unwrap();
+        assert_eq!(
+            s.token_url().as_str(),
+            "https://sandbox.kopokopo.com/oauth/token"
+        );
+        assert!(matches!(
+            ProviderSource::kopokopo("http://k2.example", "i", "s").build(),
+            Err(ConfigError::InsecureUrl { .. })
+        ));
+    }
+}
