@@ -142,7 +142,20 @@ pub(crate) struct Shared {
     retry_at: AtomicU64,
     epoch: Instant,
     generation: AtomicU64,
+    /// The generation of the token in `current` (0: none). Services compare
+    /// it with the copy they keep, and load `current` only when it moved.
+    current_generation: AtomicU64,
     counters: Counters,
+}
+
+/// What a service keeps of the current token, so that its per-request path
+/// reads one atomic and the clock instead of loading the `ArcSwap`.
+#[derive(Clone)]
+pub(crate) struct Snapshot {
+    pub(crate) generation: u64,
+    pub(crate) header: HeaderValue,
+    pub(crate) refresh_at: Instant,
+    pub(crate) usable_until: Instant,
 }
 
 /// A snapshot of a cache's counters (R15).
@@ -191,6 +204,7 @@ impl TokenCache {
                 retry_at: AtomicU64::new(0),
                 epoch: Instant::now(),
                 generation: AtomicU64::new(0),
+                current_generation: AtomicU64::new(0),
                 counters: Counters::default(),
             }),
         }
@@ -242,21 +256,20 @@ impl Shared {
         self.flight.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The hot path: the header value and generation of a usable token, if
-    /// the cache holds one. Starts a background refresh when the token has
-    /// entered its refresh-ahead window.
+    /// The generation of the current token (0: none): one atomic load.
     #[inline]
-    pub(crate) fn header(self: &Arc<Self>) -> Option<(HeaderValue, u64)> {
-        let now = Instant::now();
-        let guard = self.current.load();
-        let cached = guard.as_ref()?;
-        if now >= cached.usable_until {
-            return None;
-        }
-        if now >= cached.refresh_at {
-            self.refresh_ahead(cached.generation, now);
-        }
-        Some((cached.header.clone(), cached.generation))
+    pub(crate) fn current_generation(&self) -> u64 {
+        self.current_generation.load(Ordering::Acquire)
+    }
+
+    /// A snapshot of the current token, usable or not.
+    pub(crate) fn snapshot(&self) -> Option<Snapshot> {
+        self.current.load().as_ref().map(|t| Snapshot {
+            generation: t.generation,
+            header: t.header.clone(),
+            refresh_at: t.refresh_at,
+            usable_until: t.usable_until,
+        })
     }
 
     /// A usable token, if the cache holds one (no fetch).
@@ -276,8 +289,10 @@ impl Shared {
         until != 0 && self.nanos_since_epoch(now) < until
     }
 
+    /// Starts one background refresh of the token of `generation`, unless a
+    /// fetch runs, the backoff forbids it, or the token was replaced.
     #[cold]
-    fn refresh_ahead(self: &Arc<Self>, generation: u64, now: Instant) {
+    pub(crate) fn refresh_ahead(self: &Arc<Self>, generation: u64, now: Instant) {
         if self.fetching.load(Ordering::Acquire) || self.in_backoff(now) {
             return;
         }
@@ -428,6 +443,8 @@ impl Shared {
                     flight.refresh_token = Some(refresh_token.clone());
                 }
                 self.current.store(Some(Arc::clone(cached)));
+                self.current_generation
+                    .store(cached.generation, Ordering::Release);
                 flight.failures = 0;
                 flight.last_error = None;
                 self.retry_at.store(0, Ordering::Release);

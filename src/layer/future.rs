@@ -2,7 +2,7 @@ use super::replay::BodyCopy;
 use crate::cache::{CachedToken, Shared};
 use crate::error::{BoxError, Error};
 use crate::http_client::BoxFuture;
-use http::{Request, Response, StatusCode};
+use http::{Extensions, HeaderMap, HeaderName, Method, Request, Response, StatusCode, Uri, Version};
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -17,27 +17,33 @@ type Acquire = BoxFuture<'static, Result<Arc<CachedToken>, Error>>;
 /// body, and a clone of the inner service to make ready for it.
 pub(crate) struct RetryTemplate<S, B> {
     svc: S,
-    parts: Request<()>,
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    extensions: Extensions,
     body: BodyCopy,
     _body: PhantomData<fn() -> B>,
 }
 
 impl<S, B: 'static> RetryTemplate<S, B> {
-    pub(crate) fn new(svc: S, parts: Request<()>, body: BodyCopy) -> Self {
-        Self {
-            svc,
-            parts,
-            body,
-            _body: PhantomData,
-        }
-    }
-
-    fn rebuild(self) -> Option<(S, Request<B>)> {
-        let body = self.body.rebuild::<B>()?;
-        let (parts, ()) = self.parts.into_parts();
-        Some((self.svc, Request::from_parts(parts, body)))
+    fn rebuild(self) -> Option<Pending<S, B>> {
+        let mut req = Request::new(self.body.rebuild::<B>()?);
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers;
+        *req.extensions_mut() = self.extensions;
+        Some(Box::new((self.svc, req)))
     }
 }
+
+/// A service and the request it is to send, waiting for a token (boxed:
+/// only the slow paths hold one, and it keeps the future small).
+type Pending<S, B> = Box<(S, Request<B>)>;
+
+/// `grpc-status`, whose value 16 is `UNAUTHENTICATED`.
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 pin_project! {
     /// The future of [`TokenService`](crate::TokenService).
@@ -60,13 +66,13 @@ pin_project! {
         // The request already had the header: sent as it was.
         Passthrough { #[pin] fut: S::Future },
         // Waiting for a token before the first attempt.
-        Acquire { fut: Acquire, svc: Option<S>, req: Option<Request<B>> },
+        Acquire { fut: Acquire, pending: Option<Pending<S, B>> },
         // The first attempt, with the token of `generation`.
         Called { #[pin] fut: S::Future, generation: u64, retry: Option<RetryTemplate<S, B>> },
         // Answered 401: waiting for the next token.
-        Reacquire { fut: Acquire, svc: Option<S>, req: Option<Request<B>> },
+        Reacquire { fut: Acquire, pending: Option<Pending<S, B>> },
         // Making the retry's own service clone ready.
-        RetryReady { svc: S, req: Option<Request<B>> },
+        RetryReady { pending: Option<Pending<S, B>> },
         // The retry; its answer is final.
         Retrying { #[pin] fut: S::Future },
     }
@@ -103,8 +109,7 @@ where
         Self {
             state: State::Acquire {
                 fut: acquire(&shared),
-                svc: Some(svc),
-                req: Some(req),
+                pending: Some(Box::new((svc, req))),
             },
             shared: Some(shared),
         }
@@ -128,9 +133,7 @@ fn token_rejected<T>(response: &Response<T>) -> bool {
             .any(|v| crate::challenge::bearer_error(v).as_deref() == Some("insufficient_scope"));
         return !insufficient_scope;
     }
-    headers
-        .get("grpc-status")
-        .is_some_and(|v| v.as_bytes() == b"16")
+    !headers.is_empty() && headers.get(GRPC_STATUS).is_some_and(|v| v.as_bytes() == b"16")
 }
 
 impl<S, B, ResBody> Future for ResponseFuture<S, B>
@@ -148,11 +151,12 @@ where
                 StateProj::Passthrough { fut } | StateProj::Retrying { fut } => {
                     return fut.poll(cx).map_err(Into::into);
                 }
-                StateProj::Acquire { fut, svc, req } => {
+                StateProj::Acquire { fut, pending } => {
                     let token = ready!(fut.as_mut().poll(cx)).map_err(BoxError::from)?;
-                    let (Some(mut svc), Some(mut req)) = (svc.take(), req.take()) else {
+                    let Some(pending) = pending.take() else {
                         return Poll::Ready(Err(Error::Aborted.into()));
                     };
+                    let (mut svc, mut req) = *pending;
                     let Some(shared) = this.shared.as_ref() else {
                         return Poll::Ready(Err(Error::Aborted.into()));
                     };
@@ -182,37 +186,41 @@ where
                     };
                     shared.invalidate(generation);
                     match retry {
-                        Some((svc, req)) => {
+                        Some(pending) => {
                             tracing::debug!(generation, "retrying the request with a fresh token");
                             let fut = acquire(shared);
                             this.state.set(State::Reacquire {
                                 fut,
-                                svc: Some(svc),
-                                req: Some(req),
+                                pending: Some(pending),
                             });
                         }
                         None => return Poll::Ready(Ok(response)),
                     }
                 }
-                StateProj::Reacquire { fut, svc, req } => {
+                StateProj::Reacquire { fut, pending } => {
                     let token = ready!(fut.as_mut().poll(cx)).map_err(BoxError::from)?;
-                    let (Some(svc), Some(mut req)) = (svc.take(), req.take()) else {
+                    let Some(mut pending) = pending.take() else {
                         return Poll::Ready(Err(Error::Aborted.into()));
                     };
                     if let Some(shared) = this.shared.as_ref() {
-                        req.headers_mut()
+                        pending
+                            .1
+                            .headers_mut()
                             .insert(&shared.config.header_name, token.header.clone());
                     }
                     this.state.set(State::RetryReady {
-                        svc,
-                        req: Some(req),
+                        pending: Some(pending),
                     });
                 }
-                StateProj::RetryReady { svc, req } => {
-                    ready!(svc.poll_ready(cx)).map_err(Into::into)?;
-                    let Some(req) = req.take() else {
+                StateProj::RetryReady { pending } => {
+                    let Some(p) = pending.as_mut() else {
                         return Poll::Ready(Err(Error::Aborted.into()));
                     };
+                    ready!(p.0.poll_ready(cx)).map_err(Into::into)?;
+                    let Some(pending) = pending.take() else {
+                        return Poll::Ready(Err(Error::Aborted.into()));
+                    };
+                    let (mut svc, req) = *pending;
                     let fut = svc.call(req);
                     this.state.set(State::Retrying { fut });
                 }
@@ -232,11 +240,14 @@ pub(crate) fn retry_template<S: Clone, B: 'static>(
         return None;
     }
     let body = BodyCopy::of(req.body())?;
-    let mut parts = Request::new(());
-    *parts.method_mut() = req.method().clone();
-    *parts.uri_mut() = req.uri().clone();
-    *parts.version_mut() = req.version();
-    *parts.headers_mut() = req.headers().clone();
-    *parts.extensions_mut() = req.extensions().clone();
-    Some(RetryTemplate::new(svc.clone(), parts, body))
+    Some(RetryTemplate {
+        svc: svc.clone(),
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+        version: req.version(),
+        headers: req.headers().clone(),
+        extensions: req.extensions().clone(),
+        body,
+        _body: PhantomData,
+    })
 }

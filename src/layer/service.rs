@@ -1,5 +1,6 @@
 use super::future::{ResponseFuture, retry_template};
-use crate::cache::{Stats, TokenCache};
+use crate::cache::{Snapshot, Stats, TokenCache};
+use std::time::Instant;
 use crate::error::BoxError;
 use http::{Request, Response};
 use std::fmt;
@@ -16,6 +17,8 @@ use tower_service::Service;
 pub struct TokenService<S> {
     inner: S,
     cache: TokenCache,
+    /// This clone's copy of the current token's header and deadlines.
+    local: Option<Snapshot>,
 }
 
 impl<S> fmt::Debug for TokenService<S> {
@@ -29,7 +32,11 @@ impl<S> fmt::Debug for TokenService<S> {
 impl<S> TokenService<S> {
     /// Wraps `inner`, sharing `cache`.
     pub fn new(inner: S, cache: TokenCache) -> Self {
-        Self { inner, cache }
+        Self {
+            inner,
+            cache,
+            local: None,
+        }
     }
 
     /// The inner service.
@@ -78,7 +85,21 @@ where
         if !config.override_existing && req.headers().contains_key(&config.header_name) {
             return ResponseFuture::passthrough(self.inner.call(req));
         }
-        match shared.header() {
+        let now = Instant::now();
+        let generation = shared.current_generation();
+        if self.local.as_ref().is_none_or(|l| l.generation != generation) {
+            self.local = shared.snapshot();
+        }
+        let usable = match &self.local {
+            Some(local) if now < local.usable_until => {
+                if now >= local.refresh_at {
+                    shared.refresh_ahead(local.generation, now);
+                }
+                Some((local.header.clone(), local.generation))
+            }
+            _ => None,
+        };
+        match usable {
             Some((value, generation)) => {
                 let retry = retry_template(&self.inner, &req, shared);
                 req.headers_mut().insert(&config.header_name, value);
