@@ -422,6 +422,54 @@ impl Error {
         }
     }
 
+    /// This error with every occurrence of each secret removed from the
+    /// text it keeps from the server.
+    pub(crate) fn redacted(self, secrets: &[&str]) -> Self {
+        let clean = |text: String| redact(&text, secrets);
+        match self {
+            Error::OAuth {
+                endpoint,
+                status,
+                code,
+                description,
+                uri,
+            } => Error::OAuth {
+                endpoint,
+                status,
+                code: match code {
+                    ErrorCode::Other(other) => ErrorCode::Other(clean(other)),
+                    known => known,
+                },
+                description: description.map(clean),
+                uri: uri.map(clean),
+            },
+            Error::Status {
+                endpoint,
+                status,
+                retry_after,
+                body,
+            } => Error::Status {
+                endpoint,
+                status,
+                retry_after,
+                body: clean(body),
+            },
+            Error::Provider {
+                endpoint,
+                status,
+                kind: ProviderError::Other { kind, message },
+            } => Error::Provider {
+                endpoint,
+                status,
+                kind: ProviderError::Other {
+                    kind: clean(kind),
+                    message: clean(message),
+                },
+            },
+            other => other,
+        }
+    }
+
     pub(crate) fn transport(endpoint: Endpoint, source: BoxError) -> Self {
         Error::Transport {
             endpoint,

@@ -210,7 +210,6 @@ async fn attached_header_is_sensitive() {
 /// Known gap: only the client secret is redacted from token-endpoint
 /// errors (the redaction list comes from the client credentials), so the
 /// refresh token shows in the error.
-#[ignore = "known gap: refresh tokens are not redacted from token-endpoint errors"]
 #[tokio::test]
 async fn refresh_token_echoed_in_error_is_redacted() {
     let token = TokenServer::with(token_server_behaviour()).await;
@@ -237,7 +236,6 @@ async fn refresh_token_echoed_in_error_is_redacted() {
 ///
 /// Known gap: the raw and form-encoded secret are redacted, but not the
 /// base64 Basic credentials, which decode to the secret.
-#[ignore = "known gap: echoed Basic credentials are not redacted from error bodies"]
 #[tokio::test]
 async fn basic_credentials_echoed_in_error_are_redacted() {
     let token = TokenServer::with(token_server_behaviour()).await;

@@ -43,6 +43,7 @@
 //! ```
 
 use crate::error::{Endpoint, Error, InvalidResponse};
+use crate::revoke::{RevokeRequest, RevokeService};
 use crate::secret::{AccessToken, RefreshToken};
 use crate::source::{FetchReason, FetchRequest, TokenSource};
 use crate::token::{Token, is_header_safe};
@@ -94,6 +95,9 @@ pub(crate) struct Config {
     pub(crate) backoff: Backoff,
     pub(crate) override_existing: bool,
     pub(crate) retry_unauthorized: bool,
+    pub(crate) revoker: Option<RevokeService>,
+    pub(crate) revoke_on_drop: bool,
+    pub(crate) revoke_replaced: bool,
 }
 
 impl Default for Config {
@@ -108,6 +112,9 @@ impl Default for Config {
             backoff: Backoff::default(),
             override_existing: false,
             retry_unauthorized: true,
+            revoker: None,
+            revoke_on_drop: false,
+            revoke_replaced: false,
         }
     }
 }
@@ -228,6 +235,28 @@ impl TokenCache {
                 "token invalidated by the application"
             );
         }
+    }
+
+    /// Revokes the cached access token and the held refresh token, waits for
+    /// the revocation endpoint's answers and reports the outcome (the first
+    /// failure, if any). For graceful shutdown: afterwards the cache is
+    /// empty, so dropping it revokes nothing more. Does nothing when no
+    /// revoker is configured or no token is held.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        let Some(revoker) = self.shared.config.revoker.clone() else {
+            return Ok(());
+        };
+        let Some(token) = self.shared.take_tokens() else {
+            return Ok(());
+        };
+        let result = revoke(&revoker, token).await;
+        if result.is_ok() {
+            self.shared
+                .counters
+                .revocations
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        result
     }
 
     /// A snapshot of the counters.
@@ -439,10 +468,19 @@ impl Shared {
         let mut flight = self.lock();
         match outcome {
             Ok((cached, refresh_token)) => {
-                if let Some(refresh_token) = refresh_token {
-                    flight.refresh_token = Some(refresh_token.clone());
+                // The latest answer's refresh token replaces the held one
+                // (sources re-attach the old one when a refresh grant
+                // brought no new one, RFC 6749 §6).
+                flight.refresh_token = refresh_token.clone();
+                let replaced = self.current.swap(Some(Arc::clone(cached)));
+                if self.config.revoke_replaced
+                    && let Some(old) = replaced
+                {
+                    self.revoke_in_background(
+                        Token::new(old.token.access_token().clone()),
+                        "replaced",
+                    );
                 }
-                self.current.store(Some(Arc::clone(cached)));
                 self.current_generation
                     .store(cached.generation, Ordering::Release);
                 flight.failures = 0;
@@ -478,6 +516,80 @@ impl Shared {
         }
         flight.waiting = None;
         self.fetching.store(false, Ordering::Release);
+    }
+}
+
+/// Revokes what `token` holds: the access token (unless empty) and the
+/// refresh token, in the order the dialect wants.
+async fn revoke(revoker: &RevokeService, token: Token) -> Result<(), Error> {
+    let span = tracing::info_span!("tower_token::revoke");
+    async {
+        let result = if token.access_token().secret().is_empty() {
+            match token.refresh_token() {
+                Some(refresh) => {
+                    let mut svc = revoker.clone();
+                    tower_service::Service::call(&mut svc, RevokeRequest::refresh(refresh.clone()))
+                        .await
+                }
+                None => Ok(()),
+            }
+        } else {
+            revoker.revoke_token(&token).await
+        };
+        match &result {
+            Ok(()) => tracing::info!("token revoked"),
+            Err(e) => tracing::warn!(error = %e, "token revocation failed"),
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+impl Shared {
+    /// Empties the cache and returns what it held, for revocation.
+    fn take_tokens(&self) -> Option<Token> {
+        let mut flight = self.lock();
+        let current = self.current.swap(None);
+        self.current_generation.store(0, Ordering::Release);
+        let refresh = flight.refresh_token.take();
+        let mut token = match current {
+            Some(cached) => Token::new(cached.token.access_token().clone()),
+            None if refresh.is_some() => Token::new(String::new()),
+            None => return None,
+        };
+        if let Some(refresh) = refresh {
+            token = token.with_refresh_token(refresh);
+        }
+        Some(token)
+    }
+
+    /// Revokes `token` in a task on the current runtime; outside a runtime,
+    /// logs and skips (never blocks, never panics).
+    fn revoke_in_background(&self, token: Token, why: &'static str) {
+        let Some(revoker) = self.config.revoker.clone() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                tracing::debug!(why, "revoking a token in the background");
+                runtime.spawn(async move {
+                    let _ = revoke(&revoker, token).await;
+                });
+            }
+            Err(_) => tracing::warn!(why, "no tokio runtime: token not revoked"),
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if self.config.revoke_on_drop
+            && self.config.revoker.is_some()
+            && let Some(token) = self.take_tokens()
+        {
+            self.revoke_in_background(token, "last handle dropped");
+        }
     }
 }
 

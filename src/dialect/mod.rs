@@ -39,18 +39,46 @@ pub mod onelogin;
 pub mod rfc;
 
 /// Client id and, for confidential clients, the client secret.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Credentials {
     client_id: String,
     client_secret: Option<ClientSecret>,
+    /// Encoded forms of the credentials that a server might echo back
+    /// (the Basic credentials), redacted from errors like the secret.
+    encoded: Vec<ClientSecret>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret)
+            .finish()
+    }
 }
 
 impl Credentials {
     /// A confidential client.
     pub fn new(client_id: impl Into<String>, client_secret: impl Into<ClientSecret>) -> Self {
+        let client_id = client_id.into();
+        let client_secret: ClientSecret = client_secret.into();
+        let form = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let b64 = |s: String| {
+            use base64::Engine as _;
+            ClientSecret::new(base64::engine::general_purpose::STANDARD.encode(s))
+        };
+        let encoded = vec![
+            b64(format!(
+                "{}:{}",
+                form(&client_id),
+                form(client_secret.secret())
+            )),
+            b64(format!("{}:{}", client_id, client_secret.secret())),
+        ];
         Self {
-            client_id: client_id.into(),
-            client_secret: Some(client_secret.into()),
+            client_id,
+            client_secret: Some(client_secret),
+            encoded,
         }
     }
 
@@ -59,6 +87,7 @@ impl Credentials {
         Self {
             client_id: client_id.into(),
             client_secret: None,
+            encoded: Vec::new(),
         }
     }
 
@@ -74,7 +103,11 @@ impl Credentials {
 
     /// The strings that must never appear in an error or a log.
     pub(crate) fn secrets(&self) -> Vec<&str> {
-        self.client_secret.iter().map(|s| s.secret()).collect()
+        self.client_secret
+            .iter()
+            .chain(&self.encoded)
+            .map(|s| s.secret())
+            .collect()
     }
 }
 

@@ -2,7 +2,9 @@ use super::replay::BodyCopy;
 use crate::cache::{CachedToken, Shared};
 use crate::error::{BoxError, Error};
 use crate::http_client::BoxFuture;
-use http::{Extensions, HeaderMap, HeaderName, Method, Request, Response, StatusCode, Uri, Version};
+use http::{
+    Extensions, HeaderMap, HeaderName, Method, Request, Response, StatusCode, Uri, Version,
+};
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -133,7 +135,10 @@ fn token_rejected<T>(response: &Response<T>) -> bool {
             .any(|v| crate::challenge::bearer_error(v).as_deref() == Some("insufficient_scope"));
         return !insufficient_scope;
     }
-    !headers.is_empty() && headers.get(GRPC_STATUS).is_some_and(|v| v.as_bytes() == b"16")
+    !headers.is_empty()
+        && headers
+            .get(GRPC_STATUS)
+            .is_some_and(|v| v.as_bytes() == b"16")
 }
 
 impl<S, B, ResBody> Future for ResponseFuture<S, B>

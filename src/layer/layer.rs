@@ -1,6 +1,7 @@
 use super::TokenService;
 use crate::cache::{Backoff, Config, Stats, TokenCache};
 use crate::error::ConfigError;
+use crate::revoke::RevokeService;
 use crate::source::TokenSource;
 use crate::token::is_header_safe;
 use http::HeaderName;
@@ -51,6 +52,12 @@ impl TokenLayer {
     /// A snapshot of the cache's counters.
     pub fn stats(&self) -> Stats {
         self.cache.stats()
+    }
+
+    /// Revokes the held tokens and waits for the answer; see
+    /// [`TokenCache::shutdown`].
+    pub async fn shutdown(&self) -> Result<(), crate::Error> {
+        self.cache.shutdown().await
     }
 }
 
@@ -152,6 +159,32 @@ impl TokenLayerBuilder {
     /// either way.
     pub fn retry_unauthorized(mut self, yes: bool) -> Self {
         self.config.retry_unauthorized = yes;
+        self
+    }
+
+    /// The revocation service used by [`TokenCache::shutdown`] and, when
+    /// [`revoke_on_drop`](Self::revoke_on_drop) is on, when the last handle
+    /// is dropped.
+    pub fn revoker(mut self, revoker: RevokeService) -> Self {
+        self.config.revoker = Some(revoker);
+        self
+    }
+
+    /// Revokes the cached access token (and the refresh token, if any) when
+    /// the last clone of the layer, its services and its cache is dropped
+    /// (default off; needs a [`revoker`](Self::revoker)). The revocation runs
+    /// in a task spawned on the current tokio runtime; outside a runtime it
+    /// is skipped with a warning. For a revocation you can wait for, call
+    /// [`TokenCache::shutdown`].
+    pub fn revoke_on_drop(mut self, yes: bool) -> Self {
+        self.config.revoke_on_drop = yes;
+        self
+    }
+
+    /// Revokes a token when a refresh replaces it (default off; needs a
+    /// [`revoker`](Self::revoker)).
+    pub fn revoke_replaced(mut self, yes: bool) -> Self {
+        self.config.revoke_replaced = yes;
         self
     }
 

@@ -1,10 +1,10 @@
 use super::future::{ResponseFuture, retry_template};
 use crate::cache::{Snapshot, Stats, TokenCache};
-use std::time::Instant;
 use crate::error::BoxError;
 use http::{Request, Response};
 use std::fmt;
 use std::task::{Context, Poll};
+use std::time::Instant;
 use tower_service::Service;
 
 /// The service [`TokenLayer`](crate::TokenLayer) produces: attaches the cached
@@ -87,7 +87,11 @@ where
         }
         let now = Instant::now();
         let generation = shared.current_generation();
-        if self.local.as_ref().is_none_or(|l| l.generation != generation) {
+        if self
+            .local
+            .as_ref()
+            .is_none_or(|l| l.generation != generation)
+        {
             self.local = shared.snapshot();
         }
         let usable = match &self.local {

@@ -107,7 +107,12 @@ impl TokenSource for ClientCredentials {
                             "refresh token rejected (invalid_grant); using client credentials"
                         );
                     }
-                    other => return other,
+                    // RFC 6749 §6: without a new refresh token, the old one stays.
+                    Ok(token) if token.refresh_token().is_none() => {
+                        return Ok(token.with_refresh_token(refresh.clone()));
+                    }
+                    Ok(token) => return Ok(token),
+                    Err(e) => return Err(e.redacted(&[refresh.secret()])),
                 }
             }
             self.request(Grant::ClientCredentials).await

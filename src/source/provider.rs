@@ -142,11 +142,16 @@ impl TokenSource for ProviderSource {
                 match self.request(Grant::RefreshToken(refresh)).await {
                     Err(e) if refresh_rejected(&e) => {
                         tracing::debug!(
-                            error = %e,
+                            error = %e.clone().redacted(&[refresh.secret()]),
                             "refresh token rejected; using client credentials"
                         );
                     }
-                    other => return other,
+                    // RFC 6749 §6: without a new refresh token, the old one stays.
+                    Ok(token) if token.refresh_token().is_none() => {
+                        return Ok(token.with_refresh_token(refresh.clone()));
+                    }
+                    Ok(token) => return Ok(token),
+                    Err(e) => return Err(e.redacted(&[refresh.secret()])),
                 }
             }
             self.request(Grant::ClientCredentials).await
