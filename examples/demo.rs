@@ -42,18 +42,32 @@ struct AuthServer {
 
 type Shared = Arc<AuthServer>;
 
-async fn token(State(s): State<Shared>, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> Response {
+async fn token(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
     let expected = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
     );
-    let authorized = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) == Some(expected.as_str());
+    let authorized = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        == Some(expected.as_str());
     if !authorized || form.get("grant_type").map(String::as_str) != Some("client_credentials") {
-        return (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({"error": "invalid_client"}))).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(serde_json::json!({"error": "invalid_client"})),
+        )
+            .into_response();
     }
     let mut issued = s.issued.lock().unwrap();
     let token = format!("tok-{}", issued.len() + 1);
-    issued.insert(token.clone(), Instant::now() + Duration::from_secs(LIFETIME_SECS));
+    issued.insert(
+        token.clone(),
+        Instant::now() + Duration::from_secs(LIFETIME_SECS),
+    );
     axum::Json(serde_json::json!({
         "access_token": token,
         "token_type": "Bearer",
@@ -77,12 +91,21 @@ async fn api(State(s): State<Shared>, headers: HeaderMap) -> Response {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default()
         .to_owned();
-    let valid = s.issued.lock().unwrap().get(&token).is_some_and(|exp| Instant::now() < *exp)
+    let valid = s
+        .issued
+        .lock()
+        .unwrap()
+        .get(&token)
+        .is_some_and(|exp| Instant::now() < *exp)
         && !s.revoked.lock().unwrap().contains(&token);
     if valid {
         (StatusCode::OK, format!("hello, holder of {token}")).into_response()
     } else {
-        (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#)]).into_response()
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#)],
+        )
+            .into_response()
     }
 }
 
@@ -93,7 +116,9 @@ async fn serve(router: Router) -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
-type ApiClient = tower_token::TokenService<Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>>;
+type ApiClient = tower_token::TokenService<
+    Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+>;
 
 async fn call(svc: ApiClient, url: String) -> Result<(StatusCode, String), tower_token::BoxError> {
     let req = http::Request::get(&url).body(Empty::<Bytes>::new())?;
@@ -122,10 +147,20 @@ async fn main() -> Result<(), tower_token::BoxError> {
             .with_state(server.clone()),
     )
     .await?;
-    let api_addr = serve(Router::new().route("/orders", get(api)).with_state(server.clone())).await?;
+    let api_addr = serve(
+        Router::new()
+            .route("/orders", get(api))
+            .with_state(server.clone()),
+    )
+    .await?;
     println!("authorization server on http://{auth_addr}, API on http://{api_addr}");
 
-    let source = ClientCredentials::builder(format!("http://{auth_addr}/oauth/token"), CLIENT_ID, CLIENT_SECRET).build()?;
+    let source = ClientCredentials::builder(
+        format!("http://{auth_addr}/oauth/token"),
+        CLIENT_ID,
+        CLIENT_SECRET,
+    )
+    .build()?;
     let layer = TokenLayer::new(source);
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let api_client = ServiceBuilder::new().layer(layer.clone()).service(client);
@@ -151,7 +186,11 @@ async fn main() -> Result<(), tower_token::BoxError> {
         stats.tokens_fetched
     );
     check(ok == 50, "every call succeeded", &mut failures);
-    check(stats.tokens_fetched == 1, "one token served all 50 calls", &mut failures);
+    check(
+        stats.tokens_fetched == 1,
+        "one token served all 50 calls",
+        &mut failures,
+    );
 
     println!("\n2. calls across the token's expiry ({LIFETIME_SECS} s lifetime)");
     let mut holders = Vec::new();
@@ -167,13 +206,22 @@ async fn main() -> Result<(), tower_token::BoxError> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let stats = layer.stats();
-    println!("  API calls made: {}, tokens fetched: {}", server.api_calls.lock().unwrap(), stats.tokens_fetched);
+    println!(
+        "  API calls made: {}, tokens fetched: {}",
+        server.api_calls.lock().unwrap(),
+        stats.tokens_fetched
+    );
     check(all_ok, "every call succeeded across expiry", &mut failures);
-    check(stats.tokens_fetched >= 2 && holders.len() >= 2, "the token was refreshed before it expired", &mut failures);
+    check(
+        stats.tokens_fetched >= 2 && holders.len() >= 2,
+        "the token was refreshed before it expired",
+        &mut failures,
+    );
 
     println!("\n3. the server revokes the current token");
     let current = layer.cache().token().await?;
-    let mut revoke_client = Client::builder(TokioExecutor::new()).build_http::<http_body_util::Full<Bytes>>();
+    let mut revoke_client =
+        Client::builder(TokioExecutor::new()).build_http::<http_body_util::Full<Bytes>>();
     let form = format!("token={}", current.secret());
     let req = http::Request::post(format!("http://{auth_addr}/oauth/revoke"))
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
@@ -188,9 +236,21 @@ async fn main() -> Result<(), tower_token::BoxError> {
         "  401-triggered refreshes: {}, tokens fetched: {} -> {}",
         after.unauthorized_refreshes, before.tokens_fetched, after.tokens_fetched
     );
-    check(status == StatusCode::OK, "the caller saw 200 after the 401 was handled", &mut failures);
-    check(after.unauthorized_refreshes == before.unauthorized_refreshes + 1, "the 401 invalidated the token once", &mut failures);
-    check(after.tokens_fetched == before.tokens_fetched + 1, "one new token was fetched", &mut failures);
+    check(
+        status == StatusCode::OK,
+        "the caller saw 200 after the 401 was handled",
+        &mut failures,
+    );
+    check(
+        after.unauthorized_refreshes == before.unauthorized_refreshes + 1,
+        "the 401 invalidated the token once",
+        &mut failures,
+    );
+    check(
+        after.tokens_fetched == before.tokens_fetched + 1,
+        "one new token was fetched",
+        &mut failures,
+    );
 
     println!(
         "\ntotal: {} API calls, {} tokens fetched, {} failed checks",

@@ -44,6 +44,24 @@ impl TokenLayer {
         }
     }
 
+    /// Starts a builder from a provider preset: its token source, and its
+    /// revocation service as the [`revoker`](TokenLayerBuilder::revoker).
+    ///
+    /// ```
+    /// use tower_token::{preset, TokenLayer};
+    ///
+    /// # fn main() -> Result<(), tower_token::BoxError> {
+    /// let layer = TokenLayer::from_provider(preset::kopokopo("https://sandbox.kopokopo.com", "id", "secret")?)
+    ///     .revoke_on_drop(true)
+    ///     .build()?;
+    /// # let _ = layer;
+    /// # Ok(()) }
+    /// ```
+    pub fn from_provider(provider: crate::preset::Provider) -> TokenLayerBuilder {
+        let (source, revoker) = provider.into_parts();
+        Self::builder(source).revoker(revoker)
+    }
+
     /// The cache this layer's services share.
     pub fn cache(&self) -> &TokenCache {
         &self.cache
