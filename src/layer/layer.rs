@@ -165,6 +165,25 @@ impl TokenLayerBuilder {
         self
     }
 
+    /// Attaches the token only to requests for this origin (scheme, host and
+    /// port, e.g. `https://api.example.com`); call once per origin. Requests
+    /// for other origins pass through without the token. By default there
+    /// is no allow-list and every request carries the token. Requests whose
+    /// URI has no authority (what a client bound to one origin, such as
+    /// tonic's `Channel`, receives) count as allowed.
+    pub fn allow_origin(mut self, origin: &str) -> Self {
+        match super::Origin::parse(origin) {
+            Some(o) => self.config.origins.get_or_insert_with(Vec::new).push(o),
+            None => {
+                self.error = Some(ConfigError::InvalidUrl {
+                    url: origin.to_owned(),
+                    reason: "not an origin (scheme://host[:port])".into(),
+                })
+            }
+        }
+        self
+    }
+
     /// Replaces the header on requests that already carry it (by default
     /// such requests are sent as they are).
     pub fn override_existing(mut self, yes: bool) -> Self {

@@ -5,7 +5,9 @@
 //! [`TokenService`]. For each request it:
 //!
 //! 1. leaves it alone if it already carries the token header (unless
-//!    [`override_existing`](TokenLayerBuilder::override_existing));
+//!    [`override_existing`](TokenLayerBuilder::override_existing)), or if an
+//!    origin allow-list is set ([`allow_origin`](TokenLayerBuilder::allow_origin))
+//!    and the request is for another origin;
 //! 2. inserts `Authorization: Bearer <token>` from the cache (a lock-free load
 //!    and a clone of a header value built once per token), or waits for the
 //!    one fetch in flight when the cache has no usable token;
@@ -60,9 +62,12 @@
 mod future;
 #[allow(clippy::module_inception)]
 mod layer;
+mod origin;
 mod replay;
 mod service;
 
 pub use self::future::ResponseFuture;
 pub use self::layer::{TokenLayer, TokenLayerBuilder};
 pub use self::service::TokenService;
+
+pub(crate) use self::origin::Origin;

@@ -82,7 +82,9 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let shared = &self.cache.shared;
         let config = &shared.config;
-        if !config.override_existing && req.headers().contains_key(&config.header_name) {
+        if !super::origin::allowed(config.origins.as_deref(), req.uri())
+            || (!config.override_existing && req.headers().contains_key(&config.header_name))
+        {
             return ResponseFuture::passthrough(self.inner.call(req));
         }
         let now = Instant::now();
