@@ -9,7 +9,7 @@
 //!
 //! Whatever the client, the crate applies the transport rules itself (R12):
 //! redirects are never followed (a 3xx is an
-//! [`Error::Redirect`](crate::Error::Redirect)), the response body is read
+//! [`Error::Redirect`]), the response body is read
 //! through a cap (64 KiB by default) and never buffered past it, and the
 //! whole exchange times out (10 s by default). See [`Limits`].
 //!

@@ -56,6 +56,9 @@
 #![deny(unsafe_code, unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod adapter;
 pub mod cache;
 pub mod challenge;
 pub mod dialect;

@@ -22,19 +22,22 @@ pub(crate) struct RetryTemplate<S, B> {
     method: Method,
     uri: Uri,
     version: Version,
-    headers: HeaderMap,
+    /// `None` when the request had no headers (no clone, no drop).
+    headers: Option<HeaderMap>,
     extensions: Extensions,
     body: BodyCopy,
     _body: PhantomData<fn() -> B>,
 }
 
 impl<S, B: 'static> RetryTemplate<S, B> {
-    fn rebuild(self) -> Option<Pending<S, B>> {
+    fn rebuild(self: Box<Self>) -> Option<Pending<S, B>> {
         let mut req = Request::new(self.body.rebuild::<B>()?);
         *req.method_mut() = self.method;
         *req.uri_mut() = self.uri;
         *req.version_mut() = self.version;
-        *req.headers_mut() = self.headers;
+        if let Some(headers) = self.headers {
+            *req.headers_mut() = headers;
+        }
         *req.extensions_mut() = self.extensions;
         Some(Box::new((self.svc, req)))
     }
@@ -70,7 +73,7 @@ pin_project! {
         // Waiting for a token before the first attempt.
         Acquire { fut: Acquire, pending: Option<Pending<S, B>> },
         // The first attempt, with the token of `generation`.
-        Called { #[pin] fut: S::Future, generation: u64, retry: Option<RetryTemplate<S, B>> },
+        Called { #[pin] fut: S::Future, generation: u64, retry: Option<Box<RetryTemplate<S, B>>> },
         // Answered 401: waiting for the next token.
         Reacquire { fut: Acquire, pending: Option<Pending<S, B>> },
         // Making the retry's own service clone ready.
@@ -94,7 +97,7 @@ where
     pub(crate) fn called(
         fut: S::Future,
         generation: u64,
-        retry: Option<RetryTemplate<S, B>>,
+        retry: Option<Box<RetryTemplate<S, B>>>,
         shared: Arc<Shared>,
     ) -> Self {
         Self {
@@ -240,19 +243,19 @@ pub(crate) fn retry_template<S: Clone, B: 'static>(
     svc: &S,
     req: &Request<B>,
     shared: &Shared,
-) -> Option<RetryTemplate<S, B>> {
+) -> Option<Box<RetryTemplate<S, B>>> {
     if !shared.config.retry_unauthorized {
         return None;
     }
     let body = BodyCopy::of(req.body())?;
-    Some(RetryTemplate {
+    Some(Box::new(RetryTemplate {
         svc: svc.clone(),
         method: req.method().clone(),
         uri: req.uri().clone(),
         version: req.version(),
-        headers: req.headers().clone(),
+        headers: (!req.headers().is_empty()).then(|| req.headers().clone()),
         extensions: req.extensions().clone(),
         body,
         _body: PhantomData,
-    })
+    }))
 }
