@@ -232,6 +232,12 @@ impl TokenCache {
     /// Drops the current token so that the next request fetches a new one.
     pub fn invalidate(&self) {
         if let Some(current) = self.shared.current.swap(None) {
+            let _ = self.shared.current_generation.compare_exchange(
+                current.generation,
+                0,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
             tracing::debug!(
                 generation = current.generation,
                 "token invalidated by the application"
@@ -384,6 +390,14 @@ impl Shared {
             _ => false,
         };
         if swapped {
+            // Services compare their copy with this generation: move it off
+            // the rejected token, so none of them sends it again.
+            let _ = self.current_generation.compare_exchange(
+                generation,
+                0,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
             self.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 generation,
