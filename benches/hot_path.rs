@@ -127,12 +127,21 @@ where
 const TOKEN: &str = "Bearer eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.bench-token.signature";
 
 fn token_layer() -> TokenLayer {
-    let layer = TokenLayer::new(source::from_fn(|_| async {
+    token_layer_with(true)
+}
+
+/// A layer whose cache already holds a token; `replay` turns the 401 replay
+/// (and the per-request copy it needs) on or off.
+fn token_layer_with(replay: bool) -> TokenLayer {
+    let layer = TokenLayer::builder(source::from_fn(|_| async {
         Ok::<_, Infallible>(
             Token::new(TOKEN.trim_start_matches("Bearer "))
                 .with_expires_in(Duration::from_secs(3600)),
         )
-    }));
+    }))
+    .retry_unauthorized(replay)
+    .build()
+    .unwrap();
     // Fill the cache once; the benchmark measures the hot path.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -218,11 +227,19 @@ fn p2_contention(c: &mut Criterion) {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut group = c.benchmark_group("p2_contention");
     let token = token_layer().layer(Noop);
+    let token_no_replay = token_layer_with(false).layer(Noop);
     let std_rw = std_cache();
     let tokio_rw = tokio_cache();
     let static_header =
         SetRequestHeaderLayer::overriding(AUTHORIZATION, HeaderValue::from_static(TOKEN))
             .layer(Noop);
+    // The same layer with a header value built at run time: its bytes are
+    // reference counted, and every clone of it touches one shared counter.
+    let shared_header = SetRequestHeaderLayer::overriding(
+        AUTHORIZATION,
+        HeaderValue::from_maybe_shared(Bytes::from(TOKEN.to_owned())).unwrap(),
+    )
+    .layer(Noop);
     for threads in [1, cores] {
         group.throughput(Throughput::Elements(threads as u64));
         group.bench_with_input(
@@ -231,9 +248,19 @@ fn p2_contention(c: &mut Criterion) {
             |b, &t| b.iter_custom(|iters| contended(&token, t, iters)),
         );
         group.bench_with_input(
+            BenchmarkId::new("token_service_no_401_replay", threads),
+            &threads,
+            |b, &t| b.iter_custom(|iters| contended(&token_no_replay, t, iters)),
+        );
+        group.bench_with_input(
             BenchmarkId::new("set_request_header_static", threads),
             &threads,
             |b, &t| b.iter_custom(|iters| contended(&static_header, t, iters)),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("set_request_header_refcounted", threads),
+            &threads,
+            |b, &t| b.iter_custom(|iters| contended(&shared_header, t, iters)),
         );
         group.bench_with_input(
             BenchmarkId::new("std_rwlock_cache", threads),
