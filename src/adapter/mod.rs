@@ -7,8 +7,9 @@
 //! reqwest's `Client` is a `Service<reqwest::Request>`, so it goes through
 //! [`ReqwestService`] (feature `reqwest`, on by default):
 //!
-//! - it takes `http::Request<B>` for any `B: Into<reqwest::Body>`
-//!   (`reqwest::Body`, `Bytes`, `Vec<u8>`, `String`, `&'static str`…) and
+//! - it takes `http::Request<reqwest::Body>` (or, after
+//!   [`with_body::<B>()`](ReqwestService::with_body), `http::Request<B>` for
+//!   any `B: Into<reqwest::Body>`: `Bytes`, `Vec<u8>`, `String`…) and
 //!   answers `http::Response<reqwest::Body>`;
 //! - the request URI must be absolute (`https://host/path`), as reqwest
 //!   needs a full URL;

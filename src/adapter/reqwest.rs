@@ -3,6 +3,7 @@
 use http::{Request, Response};
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tower_service::Service;
@@ -10,19 +11,44 @@ use tower_service::Service;
 /// A `reqwest::Client` as a tower service over `http` types, so that it can
 /// be the inner service of [`TokenLayer`](crate::TokenLayer).
 ///
-/// Takes `http::Request<B>` for any `B: Into<reqwest::Body>` and answers
-/// `http::Response<reqwest::Body>`; errors are `reqwest::Error`, including
-/// a request whose URI is not absolute. Always ready; cheap to clone. See
-/// the [module docs](crate::adapter).
-#[derive(Clone, Debug, Default)]
-pub struct ReqwestService {
+/// Takes `http::Request<B>` and answers `http::Response<reqwest::Body>`;
+/// errors are `reqwest::Error`, including a request whose URI is not
+/// absolute. `B` is `reqwest::Body` unless chosen with
+/// [`with_body`](Self::with_body): any type reqwest takes as a body
+/// (`Bytes`, `Vec<u8>`, `String`…). Always ready; cheap to clone. See the
+/// [module docs](crate::adapter).
+pub struct ReqwestService<B = ::reqwest::Body> {
     client: ::reqwest::Client,
+    _body: PhantomData<fn(B)>,
 }
 
 impl ReqwestService {
-    /// Wraps `client`.
+    /// Wraps `client`, for requests whose body is a `reqwest::Body`.
     pub fn new(client: ::reqwest::Client) -> Self {
-        Self { client }
+        Self {
+            client,
+            _body: PhantomData,
+        }
+    }
+}
+
+impl<B> ReqwestService<B> {
+    /// The same client, for requests whose body is a `B2`.
+    ///
+    /// ```
+    /// use tower_token::adapter::ReqwestService;
+    ///
+    /// let svc = ReqwestService::new(reqwest::Client::new()).with_body::<String>();
+    /// # let _ = svc;
+    /// ```
+    pub fn with_body<B2>(self) -> ReqwestService<B2>
+    where
+        B2: Into<::reqwest::Body>,
+    {
+        ReqwestService {
+            client: self.client,
+            _body: PhantomData,
+        }
     }
 
     /// The wrapped client.
@@ -41,13 +67,36 @@ impl ReqwestService {
     }
 }
 
+impl<B> Clone for ReqwestService<B> {
+    fn clone(&self) -> Self {
+        Self {
+            client: self.client.clone(),
+            _body: PhantomData,
+        }
+    }
+}
+
+impl<B> fmt::Debug for ReqwestService<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReqwestService")
+            .field("client", &self.client)
+            .finish()
+    }
+}
+
+impl Default for ReqwestService {
+    fn default() -> Self {
+        Self::new(::reqwest::Client::default())
+    }
+}
+
 impl From<::reqwest::Client> for ReqwestService {
     fn from(client: ::reqwest::Client) -> Self {
         Self::new(client)
     }
 }
 
-impl<B> Service<Request<B>> for ReqwestService
+impl<B> Service<Request<B>> for ReqwestService<B>
 where
     B: Into<::reqwest::Body>,
 {
@@ -107,6 +156,8 @@ mod tests {
     #[test]
     fn is_a_clone_send_sync_service() {
         assert_service::<ReqwestService>();
+        fn for_strings<S: Service<Request<String>> + Clone + Send + Sync>(_: &S) {}
+        for_strings(&ReqwestService::default().with_body::<String>());
     }
 
     #[tokio::test]
