@@ -19,16 +19,60 @@
 //! - errors are typed ([`Error`], with RFC 6749 §5.2 codes), and secrets are
 //!   secret types whose `Debug` output is `[redacted]`.
 //!
+//! # Stacks
+//!
+//! [`TokenLayer`] wraps any `Service<http::Request<B>, Response =
+//! http::Response<R>>`, and composes with `ServiceBuilder`, tower's
+//! `Timeout`, `Retry`, `ConcurrencyLimit`, `Buffer` and tower-http layers:
+//!
+//! - **hyper-util**'s legacy `Client`: as it is (the example below);
+//! - **reqwest**: through [`adapter::ReqwestService`], which takes
+//!   `http::Request`s; request bodies made from bytes are replayed after a
+//!   401;
+//! - **tonic**: around a `Channel` (`HealthClient::new(layer.layer(channel))`);
+//!   an `UNAUTHENTICATED` answer (`grpc-status: 16`) invalidates the token
+//!   and the next call carries a fresh one (a gRPC request body is a stream,
+//!   so that call is not replayed);
+//! - **axum**: keep a [`TokenService`] in the app state and clone it in
+//!   handlers that call downstream APIs; every clone shares one cache.
+//!
+//! Each has a runnable example in `examples/` (`hyper_client`,
+//! `reqwest_client`, `tonic_client`, `axum_downstream`). With
+//! [`allow_origin`](TokenLayerBuilder::allow_origin), the token goes only to
+//! the listed origins. Every layer counts what it did: [`TokenLayer::stats`].
+//!
+//! # Features
+//!
+//! - `reqwest` (default): reqwest with rustls as the HTTP client for token
+//!   endpoints, and [`adapter::ReqwestService`] to put a `reqwest::Client`
+//!   under the layer. Without it, pass any tower HTTP service to the token
+//!   source through [`http_client::TowerClient`].
+//!
 //! # Example
 //!
-//! ```no_run
+//! A hyper-util client whose requests carry a token from a client
+//! credentials grant (here both servers run on loopback).
+//!
+//! ```
 //! use std::time::Duration;
 //! use tower::{ServiceBuilder, ServiceExt};
 //! use tower_token::{ClientCredentials, TokenLayer};
 //!
-//! # #[tokio::main]
+//! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), tower_token::BoxError> {
-//! let source = ClientCredentials::builder("https://auth.example.com/oauth/token", "my-client", "s3cr3t")
+//! # use axum::{routing::{get, post}, Json, Router};
+//! # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! # let base = format!("http://{}", listener.local_addr()?);
+//! # let app = Router::new()
+//! #     .route("/oauth/token", post(|| async {
+//! #         Json(serde_json::json!({"access_token": "t-1", "token_type": "Bearer", "expires_in": 3600}))
+//! #     }))
+//! #     .route("/orders", get(|headers: http::HeaderMap| async move {
+//! #         format!("orders for {}", headers["authorization"].to_str().unwrap())
+//! #     }));
+//! # tokio::spawn(async move { axum::serve(listener, app).await });
+//! # let (token_url, orders_url) = (format!("{base}/oauth/token"), format!("{base}/orders"));
+//! let source = ClientCredentials::builder(token_url, "my-client", "s3cr3t")
 //!     .scope("orders:read")
 //!     .build()?;
 //!
@@ -40,18 +84,12 @@
 //!     .timeout(Duration::from_secs(10))
 //!     .service(client);
 //!
-//! let request = http::Request::get("http://api.example.com/orders")
-//!     .body(http_body_util::Full::default())?;
+//! let request = http::Request::get(orders_url).body(http_body_util::Full::default())?;
 //! let response = api.oneshot(request).await?;
-//! println!("{}", response.status());
+//! let body = http_body_util::BodyExt::collect(response.into_body()).await?.to_bytes();
+//! assert_eq!(body, "orders for Bearer t-1");
 //! # Ok(()) }
 //! ```
-//!
-//! # Features
-//!
-//! - `reqwest` (default): reqwest with rustls as the HTTP client for token
-//!   endpoints. Without it, pass any tower HTTP service through
-//!   [`http_client::TowerClient`].
 #![warn(missing_docs, rust_2018_idioms)]
 #![deny(unsafe_code, unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
