@@ -1,6 +1,9 @@
 //! A token server for the benchmarks: client credentials on loopback, with
 //! a fixed answer delay and a count of the requests it saw.
 
+// Each benchmark uses a part of this module.
+#![allow(dead_code)]
+
 use axum::{Router, extract::State, routing::post};
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -30,7 +30,7 @@ pub(crate) struct RetryTemplate<S, B> {
 }
 
 impl<S, B: 'static> RetryTemplate<S, B> {
-    fn rebuild(self: Box<Self>) -> Option<Pending<S, B>> {
+    fn rebuild(self) -> Option<Pending<S, B>> {
         let mut req = Request::new(self.body.rebuild::<B>()?);
         *req.method_mut() = self.method;
         *req.uri_mut() = self.uri;
@@ -188,7 +188,7 @@ where
                         return Poll::Ready(Ok(response));
                     }
                     let generation = *generation;
-                    let retry = retry.take().and_then(RetryTemplate::rebuild);
+                    let retry = retry.take().and_then(|template| (*template).rebuild());
                     let Some(shared) = this.shared.as_ref() else {
                         return Poll::Ready(Ok(response));
                     };
