@@ -525,7 +525,9 @@ pub(crate) const EXCERPT_LEN: usize = 256;
 
 /// A printable start of `body`, with each secret replaced by `[redacted]`.
 pub(crate) fn excerpt(body: &[u8], secrets: &[&str]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(EXCERPT_LEN * 4)]);
+    // Redact the whole body (already capped by the transport) before
+    // cutting it, so that no part of a secret survives at the cut.
+    let text = String::from_utf8_lossy(body);
     let mut text = redact(&text, secrets);
     if let Some((cut, _)) = text.char_indices().nth(EXCERPT_LEN) {
         text.truncate(cut);
