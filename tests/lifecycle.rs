@@ -362,4 +362,18 @@ async fn revoke_replaced_revokes_the_old_token_after_a_refresh() {
     let revocations = server.revocations.lock().unwrap().clone();
     assert_eq!(revocations.len(), 1);
     assert_eq!(revocations[0]["token"], "acc-1");
+    // Background revocations are counted too.
+    wait_for("the counter", || layer.stats().revocations == 1).await;
+}
+
+#[tokio::test]
+async fn shutdown_counts_each_token_it_revoked() {
+    let server: Shared = Arc::default();
+    *server.issue_refresh.lock().unwrap() = true;
+    let addr = start(server.clone()).await;
+    let layer = layer(addr, false);
+    call(&layer).await;
+    layer.shutdown().await.unwrap();
+    assert_eq!(server.revocations.lock().unwrap().len(), 2);
+    assert_eq!(layer.stats().revocations, 2);
 }

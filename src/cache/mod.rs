@@ -154,7 +154,7 @@ pub(crate) struct Shared {
     /// The generation of the token in `current` (0: none). Services compare
     /// it with the copy they keep, and load `current` only when it moved.
     current_generation: AtomicU64,
-    counters: Counters,
+    counters: Arc<Counters>,
 }
 
 /// What a service keeps of the current token, so that its per-request path
@@ -177,7 +177,9 @@ pub struct Stats {
     pub fetch_failures: u64,
     /// Tokens invalidated because a request carrying them was answered 401.
     pub unauthorized_refreshes: u64,
-    /// Tokens revoked.
+    /// Tokens revoked: revocation requests the server confirmed (an access
+    /// token and its refresh token count as two when both are sent),
+    /// including those sent in the background.
     pub revocations: u64,
     /// When the current token expires, as the server stated it (none when
     /// the cache is empty).
@@ -214,7 +216,7 @@ impl TokenCache {
                 epoch: Instant::now(),
                 generation: AtomicU64::new(0),
                 current_generation: AtomicU64::new(0),
-                counters: Counters::default(),
+                counters: Arc::default(),
             }),
         }
     }
@@ -257,14 +259,7 @@ impl TokenCache {
         let Some(token) = self.shared.take_tokens() else {
             return Ok(());
         };
-        let result = revoke(&revoker, token).await;
-        if result.is_ok() {
-            self.shared
-                .counters
-                .revocations
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        result
+        revoke(&revoker, token, &self.shared.counters).await
     }
 
     /// A snapshot of the counters.
@@ -537,29 +532,36 @@ impl Shared {
 
 /// Revokes what `token` holds: the access token (unless empty) and the
 /// refresh token, in the order the dialect wants.
-async fn revoke(revoker: &RevokeService, token: Token) -> Result<(), Error> {
-    let span = tracing::info_span!("tower_token::revoke");
-    async {
-        let result = if token.access_token().secret().is_empty() {
-            match token.refresh_token() {
-                Some(refresh) => {
-                    let mut svc = revoker.clone();
-                    tower_service::Service::call(&mut svc, RevokeRequest::refresh(refresh.clone()))
-                        .await
-                }
-                None => Ok(()),
+async fn revoke(revoker: &RevokeService, token: Token, counters: &Counters) -> Result<(), Error> {
+    let requests = if token.access_token().secret().is_empty() {
+        token
+            .refresh_token()
+            .map(|refresh| RevokeRequest::refresh(refresh.clone()))
+            .into_iter()
+            .collect()
+    } else {
+        revoker.requests_for(&token)
+    };
+    let mut first_error = None;
+    let mut svc = revoker.clone();
+    for request in requests {
+        let kind = request.kind();
+        let span = tracing::info_span!("tower_token::revoke", kind = kind.as_str());
+        match tower_service::Service::call(&mut svc, request)
+            .instrument(span)
+            .await
+        {
+            Ok(()) => {
+                counters.revocations.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(kind = kind.as_str(), "token revoked");
             }
-        } else {
-            revoker.revoke_token(&token).await
-        };
-        match &result {
-            Ok(()) => tracing::info!("token revoked"),
-            Err(e) => tracing::warn!(error = %e, "token revocation failed"),
+            Err(e) => {
+                tracing::warn!(kind = kind.as_str(), error = %e, "token revocation failed");
+                first_error.get_or_insert(e);
+            }
         }
-        result
     }
-    .instrument(span)
-    .await
+    first_error.map_or(Ok(()), Err)
 }
 
 impl Shared {
@@ -589,8 +591,9 @@ impl Shared {
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 tracing::debug!(why, "revoking a token in the background");
+                let counters = Arc::clone(&self.counters);
                 runtime.spawn(async move {
-                    let _ = revoke(&revoker, token).await;
+                    let _ = revoke(&revoker, token, &counters).await;
                 });
             }
             Err(_) => tracing::warn!(why, "no tokio runtime: token not revoked"),
