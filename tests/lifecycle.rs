@@ -283,6 +283,9 @@ fn dropping_outside_a_runtime_does_not_panic() {
         let addr = start(server.clone()).await;
         let layer = layer(addr, true);
         call(&layer).await;
+        // Let the fetch task, which holds a handle until it ends, finish:
+        // the test's own handle must be the last one.
+        tokio::time::sleep(Duration::from_millis(300)).await;
         layer
     });
     // This thread is not in the runtime: the drop logs and returns.
