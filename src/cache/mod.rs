@@ -334,7 +334,9 @@ impl Shared {
             .load()
             .as_ref()
             .is_some_and(|t| t.generation == generation);
-        if flight.waiting.is_none() && still_current {
+        // Checked again under the lock: a fetch may have started and failed
+        // between the first check and here, and set a new backoff.
+        if flight.waiting.is_none() && still_current && !self.in_backoff(Instant::now()) {
             // Without a runtime there is no background to refresh in; the
             // next request past the deadline fetches instead.
             let _ = self.start_fetch(&mut flight, FetchReason::RefreshAhead);
