@@ -62,18 +62,11 @@ impl Credentials {
     pub fn new(client_id: impl Into<String>, client_secret: impl Into<ClientSecret>) -> Self {
         let client_id = client_id.into();
         let client_secret: ClientSecret = client_secret.into();
-        let form = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-        let b64 = |s: String| {
-            use base64::Engine as _;
-            ClientSecret::new(base64::engine::general_purpose::STANDARD.encode(s))
-        };
+        // Both the RFC 6749 §2.3.1 form and the raw form, as a server might
+        // echo either back.
         let encoded = vec![
-            b64(format!(
-                "{}:{}",
-                form(&client_id),
-                form(client_secret.secret())
-            )),
-            b64(format!("{}:{}", client_id, client_secret.secret())),
+            ClientSecret::new(basic_credentials(&client_id, client_secret.secret(), true)),
+            ClientSecret::new(basic_credentials(&client_id, client_secret.secret(), false)),
         ];
         Self {
             client_id,
@@ -109,6 +102,19 @@ impl Credentials {
             .map(|s| s.secret())
             .collect()
     }
+}
+
+/// The base64 credentials of HTTP Basic: `id:secret`, each form-urlencoded
+/// first when `form_encode` (RFC 6749 §2.3.1).
+pub(crate) fn basic_credentials(id: &str, secret: &str, form_encode: bool) -> String {
+    use base64::Engine as _;
+    let pair = if form_encode {
+        let form = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        format!("{}:{}", form(id), form(secret))
+    } else {
+        format!("{id}:{secret}")
+    };
+    base64::engine::general_purpose::STANDARD.encode(pair)
 }
 
 /// How a client authenticates to a standard (RFC 6749) endpoint.

@@ -33,7 +33,6 @@ use crate::error::{
 };
 use crate::revoke::TokenKind;
 use crate::token::{Token, is_header_safe};
-use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::{Map, Value};
@@ -126,12 +125,8 @@ pub(crate) fn basic_authorization_for(
     credentials: &Credentials,
     endpoint: Endpoint,
 ) -> Result<HeaderValue, Error> {
-    let id: String = form_urlencoded::byte_serialize(credentials.client_id().as_bytes()).collect();
-    let secret: String = credentials
-        .client_secret()
-        .map(|s| form_urlencoded::byte_serialize(s.secret().as_bytes()).collect())
-        .unwrap_or_default();
-    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+    let secret = credentials.client_secret().map_or("", |s| s.secret());
+    let encoded = super::basic_credentials(credentials.client_id(), secret, true);
     let mut value =
         HeaderValue::try_from(format!("Basic {encoded}")).map_err(|e| Error::Request {
             endpoint,
@@ -406,6 +401,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 mod tests {
     use super::*;
     use crate::secret::RefreshToken;
+    use base64::Engine as _;
 
     fn answer(status: u16, body: &str) -> http::Response<Bytes> {
         let mut r = http::Response::new(Bytes::from(body.to_owned()));
