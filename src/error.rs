@@ -313,6 +313,15 @@ pub enum Error {
     /// cancelled or panicked), or there was no tokio runtime to run it on.
     #[error("the token fetch ended without an answer")]
     Aborted,
+    /// The API rejected the last tokens one after the other (401), so the
+    /// cache is backing off before it fetches another: the API rejects
+    /// every token (wrong audience, clock skew, a revoked client). Requests
+    /// during the backoff fail with this error and are not sent.
+    #[error("the API rejected {consecutive} tokens in a row; backing off before fetching another")]
+    TokenRejected {
+        /// How many tokens in a row the API rejected.
+        consecutive: u32,
+    },
     /// The request could not be built (bad configuration detected late).
     #[error("the {endpoint} request could not be built: {reason}")]
     Request {
@@ -386,7 +395,7 @@ impl Error {
                         ErrorCode::ServerError | ErrorCode::TemporarilyUnavailable
                     )
             }
-            Error::Source(_) => true,
+            Error::Source(_) | Error::TokenRejected { .. } => true,
             Error::Redirect { .. }
             | Error::BodyTooLarge { .. }
             | Error::InvalidResponse { .. }
@@ -518,6 +527,14 @@ pub enum ConfigError {
     /// A value that must be present is missing.
     #[error("missing configuration: {0}")]
     Missing(&'static str),
+    /// A setting has a value that makes no sense (such as a zero timeout).
+    #[error("`{setting}` {reason}")]
+    OutOfRange {
+        /// The setting, as its builder method is named.
+        setting: &'static str,
+        /// What is wrong with the value.
+        reason: &'static str,
+    },
 }
 
 /// Starts of bodies are kept for errors; this is how many bytes.

@@ -377,15 +377,32 @@ async fn outer_retry_policy_that_does_not_retry_401_sends_nothing_more() {
 
 #[tokio::test]
 async fn outer_retry_policy_that_retries_401_gets_what_it_asked_for() {
-    // A policy that retries a 401 once: each of its attempts is one layer
-    // call, that is at most two requests.
+    // A policy that retries a 401 once. The layer's own attempt and retry
+    // both got a 401: the API rejected two tokens in a row, so the cache
+    // backs off, and the policy's second attempt fails at once with
+    // `TokenRejected` instead of fetching a third token for an API that
+    // rejects them all.
     let (tokens, api) = servers().await;
     api.set(|b| b.reject_all = true);
     let policy = RetryUnauthorized::new(1);
-    let status = through_retry(policy.clone(), &tokens, &api).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let svc = ServiceBuilder::new()
+        .layer(RetryLayer::new(policy.clone()))
+        .layer(TokenLayer::new(source(&tokens)))
+        .service(http_client::<Full<Bytes>>());
+    let req = Request::post(api.url("/orders"))
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    let err = send(&svc, req).await.unwrap_err();
+    assert!(
+        matches!(
+            err.downcast_ref::<tower_token::Error>(),
+            Some(tower_token::Error::TokenRejected { consecutive: 2 })
+        ),
+        "{err}"
+    );
     assert_eq!(policy.consulted(), 2);
-    assert_eq!(api.count(), 4);
+    assert_eq!(api.count(), 2);
+    assert_eq!(tokens.hits(), 2);
     assert!(api.requests().iter().all(|r| r.body == "{}"));
 }
 

@@ -34,8 +34,11 @@ impl Backoff {
         let shift = failures.saturating_sub(1).min(20);
         let ceiling = self.initial.saturating_mul(1 << shift).min(self.max);
         let half = ceiling / 2;
-        let jitter = half.mul_f64(unit_random());
-        let delay = half + jitter;
+        // Float arithmetic cannot overflow here (the factor is below 1), but
+        // stay panic-free whatever the settings.
+        let jitter = Duration::try_from_secs_f64(half.as_secs_f64() * unit_random())
+            .unwrap_or(Duration::ZERO);
+        let delay = half.saturating_add(jitter);
         match retry_after {
             Some(after) => delay.max(after.min(MAX_RETRY_AFTER)),
             None => delay,
@@ -66,5 +69,28 @@ mod tests {
         }
         assert!(b.delay(1, Some(Duration::from_secs(2))) >= Duration::from_secs(2));
         assert_eq!(b.delay(1, Some(Duration::from_secs(9999))), MAX_RETRY_AFTER);
+    }
+
+    #[test]
+    fn extreme_settings_do_not_panic() {
+        for b in [
+            Backoff {
+                initial: Duration::MAX,
+                max: Duration::MAX,
+            },
+            Backoff {
+                initial: Duration::ZERO,
+                max: Duration::ZERO,
+            },
+            Backoff {
+                initial: Duration::MAX,
+                max: Duration::ZERO,
+            },
+        ] {
+            for failures in [0, 1, 2, 63, 64, u32::MAX] {
+                let d = b.delay(failures, Some(Duration::MAX));
+                assert!(d <= b.max.max(MAX_RETRY_AFTER), "{b:?} {failures}: {d:?}");
+            }
+        }
     }
 }

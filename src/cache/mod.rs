@@ -1,11 +1,11 @@
 //! The token cache: one current token per cache, single-flight fetches,
-//! refresh ahead of expiry, backoff on failure.
+//! refresh ahead of expiry, backoff on failure and on rejection.
 //!
 //! A [`TokenCache`] is a cheap handle (one `Arc`) to the shared state that
 //! [`TokenLayer`](crate::TokenLayer) and every [`TokenService`](crate::TokenService)
 //! made from it use. The current token lives in an [`arc_swap::ArcSwapOption`]
 //! together with the header value built for it when it arrived, so the
-//! per-request path is a lock-free load, a clock read and a header clone.
+//! per-request path is a lock-free load, two clock reads and a header clone.
 //!
 //! The life of a token with lifetime `L` fetched at `t₀`:
 //!
@@ -19,10 +19,49 @@
 //!   fetch runs in a task of its own, so cancelling the request that started
 //!   it cancels nothing.
 //!
+//! Every deadline is kept twice: on the monotonic clock, which cannot jump,
+//! and on the wall clock, which keeps counting while the machine is
+//! suspended. A token is usable only while both say so, so after a laptop
+//! or VM resumes from a suspend longer than the token's lifetime the token
+//! is not sent (R17).
+//!
 //! A failed fetch is retried no sooner than the [`Backoff`] allows; while the
 //! cached token is still usable requests keep it, and when there is none,
 //! requests during the backoff fail at once with the last error instead of
 //! stampeding the token endpoint (R7).
+//!
+//! A token the API rejects (401) is dropped and its successor fetched at
+//! once. When the successor is rejected too, and the one after it, the API
+//! is rejecting every token (wrong audience, clock skew, a revoked client):
+//! the next fetch then waits for the [`Backoff`] like a failed one, and
+//! requests in the meantime fail at once with
+//! [`Error::TokenRejected`](crate::Error::TokenRejected), so the API's
+//! rejections never turn into one token request per API request. The first
+//! answer that is not a 401 ends the streak.
+//!
+//! # Shutdown and revocation
+//!
+//! [`TokenCache::shutdown`] revokes what the cache holds and waits for the
+//! answers. A fetch in flight when it starts is not published: its token is
+//! revoked too, once it lands, and the requests waiting on it fail with
+//! [`Error::Aborted`](crate::Error::Aborted). Afterwards the cache is empty;
+//! it stays usable, and a later request fetches a new token.
+//!
+//! With [`revoke_on_drop`](crate::TokenLayerBuilder::revoke_on_drop), dropping
+//! the last handle revokes the cached tokens:
+//!
+//! - mid-run, in a task spawned on the current tokio runtime; nothing blocks;
+//! - at the end of `#[tokio::main]` (current-thread or multi-thread), or when
+//!   the runtime shuts down before that task has finished: the runtime drops
+//!   the task, and the revocation is finished on a thread of its own while
+//!   the thread dropping it waits, at most
+//!   [`revoke_on_drop_timeout`](crate::TokenLayerBuilder::revoke_on_drop_timeout)
+//!   (default 2 s);
+//! - outside any runtime, the same: a thread of its own and a bounded wait.
+//!
+//! When even that is impossible (no thread can be started) or the wait
+//! runs out, a `warn!` says that the token may still be live. Nothing in
+//! these paths panics.
 //!
 //! # Example
 //!
@@ -42,35 +81,55 @@
 //! # Ok(()) }
 //! ```
 
-use crate::error::{Endpoint, Error, InvalidResponse};
-use crate::revoke::{RevokeRequest, RevokeService};
-use crate::secret::{AccessToken, RefreshToken};
-use crate::source::{FetchReason, FetchRequest, TokenSource};
-use crate::token::{Token, is_header_safe};
-use arc_swap::ArcSwapOption;
-use bytes::Bytes;
-use http::{HeaderName, HeaderValue, StatusCode};
+use crate::error::Error;
+use crate::revoke::RevokeService;
+use crate::secret::AccessToken;
+use crate::source::TokenSource;
+use crate::token::Token;
+use http::{HeaderName, HeaderValue};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::watch;
-use tracing::Instrument as _;
 
 mod backoff;
+mod exit;
+mod flight;
 
 pub use backoff::Backoff;
+pub(crate) use flight::Shared;
 
-/// Lifetimes are capped here so that no `Instant` arithmetic can overflow.
-const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// When a token stops being sent, and when its refresh starts: each on the
+/// monotonic clock and on the wall clock.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Deadlines {
+    pub(crate) refresh_at: Instant,
+    pub(crate) usable_until: Instant,
+    pub(crate) refresh_at_wall: SystemTime,
+    pub(crate) usable_until_wall: SystemTime,
+}
+
+impl Deadlines {
+    /// Whether a token may still be sent: both clocks must agree.
+    #[inline]
+    pub(crate) fn usable(&self, now: Instant, wall: SystemTime) -> bool {
+        now < self.usable_until && wall < self.usable_until_wall
+    }
+
+    /// Whether the refresh-ahead window has begun, by either clock.
+    #[inline]
+    pub(crate) fn refresh_due(&self, now: Instant, wall: SystemTime) -> bool {
+        now >= self.refresh_at || wall >= self.refresh_at_wall
+    }
+}
 
 /// A token as the cache holds it: with its header value and its deadlines.
 pub(crate) struct CachedToken {
     pub(crate) header: HeaderValue,
     pub(crate) generation: u64,
-    pub(crate) refresh_at: Instant,
-    pub(crate) usable_until: Instant,
-    pub(crate) expires_at: Instant,
+    pub(crate) deadlines: Deadlines,
+    /// When the token expires, as the server stated it, on the wall clock.
+    pub(crate) expires_at_wall: SystemTime,
     pub(crate) token: Token,
 }
 
@@ -78,7 +137,7 @@ impl fmt::Debug for CachedToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CachedToken")
             .field("generation", &self.generation)
-            .field("usable_until", &self.usable_until)
+            .field("deadlines", &self.deadlines)
             .finish_non_exhaustive()
     }
 }
@@ -98,7 +157,10 @@ pub(crate) struct Config {
     pub(crate) retry_unauthorized: bool,
     pub(crate) revoker: Option<RevokeService>,
     pub(crate) revoke_on_drop: bool,
+    pub(crate) revoke_on_drop_timeout: Duration,
     pub(crate) revoke_replaced: bool,
+    /// The wall clock deadlines are checked against.
+    pub(crate) wall_clock: fn() -> SystemTime,
 }
 
 impl Default for Config {
@@ -116,55 +178,29 @@ impl Default for Config {
             retry_unauthorized: true,
             revoker: None,
             revoke_on_drop: false,
+            revoke_on_drop_timeout: Duration::from_secs(2),
             revoke_replaced: false,
+            wall_clock: SystemTime::now,
         }
     }
 }
 
-type Outcome = Option<Result<Arc<CachedToken>, Error>>;
-
-#[derive(Default)]
-struct Flight {
-    /// Set while a fetch runs; every waiter clones it.
-    waiting: Option<watch::Receiver<Outcome>>,
-    failures: u32,
-    last_error: Option<Error>,
-    refresh_token: Option<RefreshToken>,
-}
-
-#[derive(Default)]
-struct Counters {
-    fetched: AtomicU64,
-    failures: AtomicU64,
-    unauthorized: AtomicU64,
-    revocations: AtomicU64,
-}
-
-pub(crate) struct Shared {
-    current: ArcSwapOption<CachedToken>,
-    source: Box<dyn TokenSource>,
-    pub(crate) config: Config,
-    flight: Mutex<Flight>,
-    /// Mirrors `flight.waiting.is_some()`, read without the lock.
-    fetching: AtomicBool,
-    /// Nanoseconds after `epoch` before which no new attempt starts (0: none).
-    retry_at: AtomicU64,
-    epoch: Instant,
-    generation: AtomicU64,
-    /// The generation of the token in `current` (0: none). Services compare
-    /// it with the copy they keep, and load `current` only when it moved.
-    current_generation: AtomicU64,
-    counters: Arc<Counters>,
-}
-
 /// What a service keeps of the current token, so that its per-request path
-/// reads one atomic and the clock instead of loading the `ArcSwap`.
+/// reads one atomic and the clocks instead of loading the `ArcSwap`.
 #[derive(Clone)]
 pub(crate) struct Snapshot {
     pub(crate) generation: u64,
     pub(crate) header: HeaderValue,
-    pub(crate) refresh_at: Instant,
-    pub(crate) usable_until: Instant,
+    pub(crate) deadlines: Deadlines,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) fetched: AtomicU64,
+    pub(crate) failures: AtomicU64,
+    pub(crate) unauthorized: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) revocations: AtomicU64,
 }
 
 /// A snapshot of a cache's counters (R15).
@@ -175,14 +211,20 @@ pub struct Stats {
     pub tokens_fetched: u64,
     /// Token fetches that failed.
     pub fetch_failures: u64,
-    /// Tokens invalidated because a request carrying them was answered 401.
+    /// Refreshes caused by a 401: tokens the API rejected whose successor
+    /// was fetched at once (or was already being fetched). A rejection
+    /// during the rejection backoff is not one.
     pub unauthorized_refreshes: u64,
+    /// Tokens the API rejected: tokens dropped because a request (a first
+    /// attempt or its retry) carrying them was answered 401. A burst of 401s
+    /// for one token counts once.
+    pub tokens_rejected: u64,
     /// Tokens revoked: revocation requests the server confirmed (an access
     /// token and its refresh token count as two when both are sent),
     /// including those sent in the background.
     pub revocations: u64,
-    /// When the current token expires, as the server stated it (none when
-    /// the cache is empty).
+    /// When the current token expires, as the server stated it, on the wall
+    /// clock (none when the cache is empty).
     pub token_expires_at: Option<SystemTime>,
 }
 
@@ -206,26 +248,19 @@ impl fmt::Debug for TokenCache {
 impl TokenCache {
     pub(crate) fn new(source: Box<dyn TokenSource>, config: Config) -> Self {
         Self {
-            shared: Arc::new(Shared {
-                current: ArcSwapOption::empty(),
-                source,
-                config,
-                flight: Mutex::new(Flight::default()),
-                fetching: AtomicBool::new(false),
-                retry_at: AtomicU64::new(0),
-                epoch: Instant::now(),
-                generation: AtomicU64::new(0),
-                current_generation: AtomicU64::new(0),
-                counters: Arc::default(),
-            }),
+            shared: Arc::new(Shared::new(source, config)),
         }
     }
 
     /// The current access token, fetching one if the cache has none that is
-    /// usable. Concurrent callers share one fetch.
+    /// usable. Concurrent callers share one fetch. Like a request, a call in
+    /// the refresh-ahead window starts the background refresh.
     pub async fn token(&self) -> Result<AccessToken, Error> {
         let cached = match self.shared.fresh() {
-            Some(cached) => cached,
+            Some(cached) => {
+                self.shared.refresh_if_due(&cached);
+                cached
+            }
             None => self.shared.acquire().await?,
         };
         Ok(cached.token.access_token().clone())
@@ -233,425 +268,37 @@ impl TokenCache {
 
     /// Drops the current token so that the next request fetches a new one.
     pub fn invalidate(&self) {
-        if let Some(current) = self.shared.current.swap(None) {
-            let _ = self.shared.current_generation.compare_exchange(
-                current.generation,
-                0,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
-            tracing::debug!(
-                generation = current.generation,
-                "token invalidated by the application"
-            );
-        }
+        self.shared.invalidate_current();
     }
 
     /// Revokes the cached access token and the held refresh token, waits for
     /// the revocation endpoint's answers and reports the outcome (the first
     /// failure, if any). For graceful shutdown: afterwards the cache is
-    /// empty, so dropping it revokes nothing more. Does nothing when no
-    /// revoker is configured or no token is held.
+    /// empty, so dropping it revokes nothing more. A fetch in flight when
+    /// `shutdown` starts is waited for and its token revoked as well, never
+    /// published. Does nothing when no revoker is configured.
+    ///
+    /// The cache stays usable: a request made after `shutdown` fetches a new
+    /// token. See the [module docs](self#shutdown-and-revocation) for what
+    /// happens when the last handle is dropped instead.
     pub async fn shutdown(&self) -> Result<(), Error> {
-        let Some(revoker) = self.shared.config.revoker.clone() else {
-            return Ok(());
-        };
-        let Some(token) = self.shared.take_tokens() else {
-            return Ok(());
-        };
-        revoke(&revoker, token, &self.shared.counters).await
+        self.shared.shutdown().await
     }
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
         let c = &self.shared.counters;
-        let now = Instant::now();
         let token_expires_at = self
             .shared
-            .current
-            .load()
-            .as_ref()
-            .map(|t| SystemTime::now() + t.expires_at.saturating_duration_since(now));
+            .current_token()
+            .map(|cached| cached.expires_at_wall);
         Stats {
             tokens_fetched: c.fetched.load(Ordering::Relaxed),
             fetch_failures: c.failures.load(Ordering::Relaxed),
             unauthorized_refreshes: c.unauthorized.load(Ordering::Relaxed),
+            tokens_rejected: c.rejected.load(Ordering::Relaxed),
             revocations: c.revocations.load(Ordering::Relaxed),
             token_expires_at,
-        }
-    }
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Flight> {
-        // The lock is never held across a panic-prone call; recover anyway.
-        self.flight.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The generation of the current token (0: none): one atomic load.
-    #[inline]
-    pub(crate) fn current_generation(&self) -> u64 {
-        self.current_generation.load(Ordering::Acquire)
-    }
-
-    /// A snapshot of the current token, usable or not.
-    pub(crate) fn snapshot(&self) -> Option<Snapshot> {
-        self.current.load().as_ref().map(|t| Snapshot {
-            generation: t.generation,
-            header: t.header.clone(),
-            refresh_at: t.refresh_at,
-            usable_until: t.usable_until,
-        })
-    }
-
-    /// A usable token, if the cache holds one (no fetch).
-    pub(crate) fn fresh(&self) -> Option<Arc<CachedToken>> {
-        let cached = self.current.load_full()?;
-        (Instant::now() < cached.usable_until).then_some(cached)
-    }
-
-    fn nanos_since_epoch(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos())
-            .unwrap_or(u64::MAX)
-            .max(1)
-    }
-
-    fn in_backoff(&self, now: Instant) -> bool {
-        let until = self.retry_at.load(Ordering::Acquire);
-        until != 0 && self.nanos_since_epoch(now) < until
-    }
-
-    /// Starts one background refresh of the token of `generation`, unless a
-    /// fetch runs, the backoff forbids it, or the token was replaced.
-    #[cold]
-    pub(crate) fn refresh_ahead(self: &Arc<Self>, generation: u64, now: Instant) {
-        if self.fetching.load(Ordering::Acquire) || self.in_backoff(now) {
-            return;
-        }
-        let mut flight = self.lock();
-        let still_current = self
-            .current
-            .load()
-            .as_ref()
-            .is_some_and(|t| t.generation == generation);
-        // Checked again under the lock: a fetch may have started and failed
-        // between the first check and here, and set a new backoff.
-        if flight.waiting.is_none() && still_current && !self.in_backoff(Instant::now()) {
-            // Without a runtime there is no background to refresh in; the
-            // next request past the deadline fetches instead.
-            let _ = self.start_fetch(&mut flight, FetchReason::RefreshAhead);
-        }
-    }
-
-    /// Waits for a usable token, starting a fetch unless one is running.
-    pub(crate) async fn acquire(self: &Arc<Self>) -> Result<Arc<CachedToken>, Error> {
-        let mut waiting = {
-            let mut flight = self.lock();
-            if let Some(cached) = self.fresh() {
-                return Ok(cached);
-            }
-            match &flight.waiting {
-                Some(rx) => rx.clone(),
-                None => {
-                    if self.in_backoff(Instant::now())
-                        && let Some(err) = &flight.last_error
-                    {
-                        return Err(err.clone());
-                    }
-                    let reason = if self.current.load().is_some() {
-                        FetchReason::Expired
-                    } else {
-                        FetchReason::Initial
-                    };
-                    self.start_fetch(&mut flight, reason)?
-                }
-            }
-        };
-        match waiting.wait_for(Option::is_some).await {
-            Ok(outcome) => outcome.clone().unwrap_or(Err(Error::Aborted)),
-            Err(_) => Err(Error::Aborted),
-        }
-    }
-
-    /// Invalidates the token of `generation` if it is still the current one
-    /// (so a burst of 401s for one token causes one refresh), and starts
-    /// fetching its successor. Returns whether it was current.
-    pub(crate) fn invalidate(self: &Arc<Self>, generation: u64) -> bool {
-        let current = self.current.load();
-        if current.as_ref().is_none_or(|t| t.generation != generation) {
-            return false;
-        }
-        let previous = self.current.compare_and_swap(&*current, None);
-        let swapped = match (&*previous, &*current) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            _ => false,
-        };
-        if swapped {
-            // Services compare their copy with this generation: move it off
-            // the rejected token, so none of them sends it again.
-            let _ = self.current_generation.compare_exchange(
-                generation,
-                0,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
-            self.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(
-                generation,
-                "token rejected by the server (401); fetching a new one"
-            );
-            let mut flight = self.lock();
-            if flight.waiting.is_none() && !self.in_backoff(Instant::now()) {
-                let _ = self.start_fetch(&mut flight, FetchReason::Unauthorized);
-            }
-        }
-        swapped
-    }
-
-    /// Starts a fetch in a task of its own; the caller holds the flight lock.
-    fn start_fetch(
-        self: &Arc<Self>,
-        flight: &mut Flight,
-        reason: FetchReason,
-    ) -> Result<watch::Receiver<Outcome>, Error> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            tracing::warn!("no tokio runtime: cannot fetch a token");
-            Error::Aborted
-        })?;
-        let (tx, rx) = watch::channel(None);
-        flight.waiting = Some(rx.clone());
-        self.fetching.store(true, Ordering::Release);
-        let mut request = FetchRequest::new(reason);
-        request.refresh_token = flight.refresh_token.clone();
-        let guard = FetchGuard {
-            shared: Arc::clone(self),
-            tx: Some(tx),
-        };
-        runtime.spawn(guard.run(request));
-        Ok(rx)
-    }
-
-    fn admit(
-        &self,
-        mut token: Token,
-        started: Instant,
-    ) -> Result<(Arc<CachedToken>, Option<RefreshToken>), Error> {
-        let invalid = |reason| Error::invalid(Endpoint::Token, StatusCode::OK, reason);
-        let secret = token.access_token().secret();
-        if secret.is_empty() {
-            return Err(invalid(InvalidResponse::EmptyAccessToken));
-        }
-        if !is_header_safe(secret) {
-            return Err(invalid(InvalidResponse::AccessTokenNotHeaderSafe));
-        }
-        let value = match &self.config.scheme {
-            Some(scheme) => format!("{scheme} {secret}"),
-            None => secret.to_owned(),
-        };
-        let mut header = HeaderValue::from_maybe_shared(Bytes::from(value))
-            .map_err(|_| invalid(InvalidResponse::AccessTokenNotHeaderSafe))?;
-        header.set_sensitive(true);
-
-        let lifetime = token
-            .expires_in()
-            .unwrap_or(self.config.default_lifetime)
-            .min(MAX_LIFETIME);
-        let leeway = self.config.leeway.min(lifetime / 2);
-        let expires_at = started + lifetime;
-        let usable_until = expires_at - leeway;
-        let window = lifetime.mul_f64(self.config.refresh_ahead);
-        let refresh_at = usable_until
-            .checked_sub(window)
-            .unwrap_or(started)
-            .max(started);
-        let refresh_token = token.take_refresh_token();
-        let cached = CachedToken {
-            header,
-            generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
-            refresh_at,
-            usable_until,
-            expires_at,
-            token,
-        };
-        Ok((Arc::new(cached), refresh_token))
-    }
-
-    /// Records the outcome of a fetch, under the flight lock.
-    fn finish(&self, outcome: &Result<(Arc<CachedToken>, Option<RefreshToken>), Error>) {
-        let mut flight = self.lock();
-        match outcome {
-            Ok((cached, refresh_token)) => {
-                // The latest answer's refresh token replaces the held one
-                // (sources re-attach the old one when a refresh grant
-                // brought no new one, RFC 6749 §6).
-                flight.refresh_token = refresh_token.clone();
-                let replaced = self.current.swap(Some(Arc::clone(cached)));
-                if self.config.revoke_replaced
-                    && let Some(old) = replaced
-                {
-                    self.revoke_in_background(
-                        Token::new(old.token.access_token().clone()),
-                        "replaced",
-                    );
-                }
-                self.current_generation
-                    .store(cached.generation, Ordering::Release);
-                flight.failures = 0;
-                flight.last_error = None;
-                self.retry_at.store(0, Ordering::Release);
-                self.counters.fetched.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(
-                    generation = cached.generation,
-                    expires_in_secs = cached
-                        .expires_at
-                        .saturating_duration_since(Instant::now())
-                        .as_secs(),
-                    "token fetched"
-                );
-            }
-            Err(err) => {
-                flight.failures = flight.failures.saturating_add(1);
-                let delay = self
-                    .config
-                    .backoff
-                    .delay(flight.failures, err.retry_after());
-                let at = self.nanos_since_epoch(Instant::now() + delay);
-                self.retry_at.store(at, Ordering::Release);
-                flight.last_error = Some(err.clone());
-                self.counters.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    error = %err,
-                    failures = flight.failures,
-                    retry_in_ms = delay.as_millis() as u64,
-                    "token fetch failed"
-                );
-            }
-        }
-        flight.waiting = None;
-        self.fetching.store(false, Ordering::Release);
-    }
-}
-
-/// Revokes what `token` holds: the access token (unless empty) and the
-/// refresh token, in the order the dialect wants.
-async fn revoke(revoker: &RevokeService, token: Token, counters: &Counters) -> Result<(), Error> {
-    let requests = if token.access_token().secret().is_empty() {
-        token
-            .refresh_token()
-            .map(|refresh| RevokeRequest::refresh(refresh.clone()))
-            .into_iter()
-            .collect()
-    } else {
-        revoker.requests_for(&token)
-    };
-    let mut first_error = None;
-    let mut svc = revoker.clone();
-    for request in requests {
-        let kind = request.kind();
-        let span = tracing::info_span!("tower_token::revoke", kind = kind.as_str());
-        match tower_service::Service::call(&mut svc, request)
-            .instrument(span)
-            .await
-        {
-            Ok(()) => {
-                counters.revocations.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(kind = kind.as_str(), "token revoked");
-            }
-            Err(e) => {
-                tracing::warn!(kind = kind.as_str(), error = %e, "token revocation failed");
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    first_error.map_or(Ok(()), Err)
-}
-
-impl Shared {
-    /// Empties the cache and returns what it held, for revocation.
-    fn take_tokens(&self) -> Option<Token> {
-        let mut flight = self.lock();
-        let current = self.current.swap(None);
-        self.current_generation.store(0, Ordering::Release);
-        let refresh = flight.refresh_token.take();
-        let mut token = match current {
-            Some(cached) => Token::new(cached.token.access_token().clone()),
-            None if refresh.is_some() => Token::new(String::new()),
-            None => return None,
-        };
-        if let Some(refresh) = refresh {
-            token = token.with_refresh_token(refresh);
-        }
-        Some(token)
-    }
-
-    /// Revokes `token` in a task on the current runtime; outside a runtime,
-    /// logs and skips (never blocks, never panics).
-    fn revoke_in_background(&self, token: Token, why: &'static str) {
-        let Some(revoker) = self.config.revoker.clone() else {
-            return;
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                tracing::debug!(why, "revoking a token in the background");
-                let counters = Arc::clone(&self.counters);
-                runtime.spawn(async move {
-                    let _ = revoke(&revoker, token, &counters).await;
-                });
-            }
-            Err(_) => tracing::warn!(why, "no tokio runtime: token not revoked"),
-        }
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        if self.config.revoke_on_drop
-            && self.config.revoker.is_some()
-            && let Some(token) = self.take_tokens()
-        {
-            self.revoke_in_background(token, "last handle dropped");
-        }
-    }
-}
-
-/// Runs one fetch; if the task is dropped before it finishes (runtime shut
-/// down, source panicked), the drop still clears the flight so the next
-/// caller can start another.
-struct FetchGuard {
-    shared: Arc<Shared>,
-    tx: Option<watch::Sender<Outcome>>,
-}
-
-impl FetchGuard {
-    async fn run(mut self, request: FetchRequest) {
-        let shared = Arc::clone(&self.shared);
-        let reason = request.reason;
-        let started = Instant::now();
-        let span = tracing::debug_span!("tower_token::fetch", ?reason);
-        let fetched =
-            tokio::time::timeout(shared.config.fetch_timeout, shared.source.fetch(request))
-                .instrument(span)
-                .await;
-        let outcome = match fetched {
-            Ok(Ok(token)) => shared.admit(token, started),
-            Ok(Err(err)) => Err(err),
-            Err(_) => Err(Error::Timeout {
-                endpoint: Endpoint::Token,
-                timeout: shared.config.fetch_timeout,
-            }),
-        };
-        shared.finish(&outcome);
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.send(Some(outcome.map(|(cached, _)| cached)));
-        }
-    }
-}
-
-impl Drop for FetchGuard {
-    fn drop(&mut self) {
-        if let Some(tx) = self.tx.take() {
-            self.shared.finish(&Err(Error::Aborted));
-            let _ = tx.send(Some(Err(Error::Aborted)));
         }
     }
 }

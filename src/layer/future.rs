@@ -70,16 +70,15 @@ pin_project! {
     {
         // The request already had the header: sent as it was.
         Passthrough { #[pin] fut: S::Future },
-        // Waiting for a token before the first attempt.
-        Acquire { fut: Acquire, pending: Option<Pending<S, B>> },
-        // The first attempt, with the token of `generation`.
+        // Waiting for a token, holding no capacity of the inner service;
+        // `first` until the request was sent once.
+        Acquire { fut: Acquire, pending: Option<Pending<S, B>>, first: bool },
+        // Making the future's own service clone ready, with the token of
+        // `generation` in the request.
+        Ready { pending: Option<Pending<S, B>>, generation: u64, retry: Option<Box<RetryTemplate<S, B>>> },
+        // Sent with the token of `generation`; `retry` is what a 401 sends
+        // again (none on the retry itself, whose answer is final).
         Called { #[pin] fut: S::Future, generation: u64, retry: Option<Box<RetryTemplate<S, B>>> },
-        // Answered 401: waiting for the next token.
-        Reacquire { fut: Acquire, pending: Option<Pending<S, B>> },
-        // Making the retry's own service clone ready.
-        RetryReady { pending: Option<Pending<S, B>> },
-        // The retry; its answer is final.
-        Retrying { #[pin] fut: S::Future },
     }
 }
 
@@ -110,11 +109,13 @@ where
         }
     }
 
+    /// Waits for a token, then makes `svc` (not yet ready) ready and sends.
     pub(crate) fn acquire(svc: S, req: Request<B>, shared: Arc<Shared>) -> Self {
         Self {
             state: State::Acquire {
                 fut: acquire(&shared),
                 pending: Some(Box::new((svc, req))),
+                first: true,
             },
             shared: Some(shared),
         }
@@ -156,71 +157,41 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Passthrough { fut } | StateProj::Retrying { fut } => {
+                StateProj::Passthrough { fut } => {
                     return fut.poll(cx).map_err(Into::into);
                 }
-                StateProj::Acquire { fut, pending } => {
+                StateProj::Acquire {
+                    fut,
+                    pending,
+                    first,
+                } => {
                     let token = ready!(fut.as_mut().poll(cx)).map_err(BoxError::from)?;
-                    let Some(pending) = pending.take() else {
+                    let (Some(mut pending), Some(shared)) = (pending.take(), this.shared.as_ref())
+                    else {
                         return Poll::Ready(Err(Error::Aborted.into()));
                     };
-                    let (mut svc, mut req) = *pending;
-                    let Some(shared) = this.shared.as_ref() else {
-                        return Poll::Ready(Err(Error::Aborted.into()));
+                    // The first attempt keeps what a retry needs, copied
+                    // before the token goes in; the retry keeps nothing.
+                    let retry = if *first {
+                        retry_template(&pending.0, &pending.1, shared)
+                    } else {
+                        None
                     };
-                    let retry = retry_template(&svc, &req, shared);
-                    req.headers_mut()
+                    pending
+                        .1
+                        .headers_mut()
                         .insert(&shared.config.header_name, token.header.clone());
-                    let fut = svc.call(req);
-                    this.state.set(State::Called {
-                        fut,
+                    this.state.set(State::Ready {
+                        pending: Some(pending),
                         generation: token.generation,
                         retry,
                     });
                 }
-                StateProj::Called {
-                    fut,
+                StateProj::Ready {
+                    pending,
                     generation,
                     retry,
                 } => {
-                    let response = ready!(fut.poll(cx)).map_err(Into::into)?;
-                    if !token_rejected(&response) {
-                        return Poll::Ready(Ok(response));
-                    }
-                    let generation = *generation;
-                    let retry = retry.take().and_then(|template| (*template).rebuild());
-                    let Some(shared) = this.shared.as_ref() else {
-                        return Poll::Ready(Ok(response));
-                    };
-                    shared.invalidate(generation);
-                    match retry {
-                        Some(pending) => {
-                            tracing::debug!(generation, "retrying the request with a fresh token");
-                            let fut = acquire(shared);
-                            this.state.set(State::Reacquire {
-                                fut,
-                                pending: Some(pending),
-                            });
-                        }
-                        None => return Poll::Ready(Ok(response)),
-                    }
-                }
-                StateProj::Reacquire { fut, pending } => {
-                    let token = ready!(fut.as_mut().poll(cx)).map_err(BoxError::from)?;
-                    let Some(mut pending) = pending.take() else {
-                        return Poll::Ready(Err(Error::Aborted.into()));
-                    };
-                    if let Some(shared) = this.shared.as_ref() {
-                        pending
-                            .1
-                            .headers_mut()
-                            .insert(&shared.config.header_name, token.header.clone());
-                    }
-                    this.state.set(State::RetryReady {
-                        pending: Some(pending),
-                    });
-                }
-                StateProj::RetryReady { pending } => {
                     let Some(p) = pending.as_mut() else {
                         return Poll::Ready(Err(Error::Aborted.into()));
                     };
@@ -230,7 +201,43 @@ where
                     };
                     let (mut svc, req) = *pending;
                     let fut = svc.call(req);
-                    this.state.set(State::Retrying { fut });
+                    let (generation, retry) = (*generation, retry.take());
+                    this.state.set(State::Called {
+                        fut,
+                        generation,
+                        retry,
+                    });
+                }
+                StateProj::Called {
+                    fut,
+                    generation,
+                    retry,
+                } => {
+                    let response = ready!(fut.poll(cx)).map_err(Into::into)?;
+                    let generation = *generation;
+                    let Some(shared) = this.shared.as_ref() else {
+                        return Poll::Ready(Ok(response));
+                    };
+                    if !token_rejected(&response) {
+                        shared.accepted(generation);
+                        return Poll::Ready(Ok(response));
+                    }
+                    // Rejected: the token goes, whichever attempt carried it.
+                    let may_retry = shared.reject(generation);
+                    let pending = match retry.take() {
+                        Some(template) if may_retry => (*template).rebuild(),
+                        _ => None,
+                    };
+                    let Some(pending) = pending else {
+                        return Poll::Ready(Ok(response));
+                    };
+                    tracing::debug!(generation, "retrying the request with a fresh token");
+                    let fut = acquire(shared);
+                    this.state.set(State::Acquire {
+                        fut,
+                        pending: Some(pending),
+                        first: false,
+                    });
                 }
             }
         }

@@ -6,7 +6,7 @@ use crate::source::TokenSource;
 use crate::token::is_header_safe;
 use http::HeaderName;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tower_layer::Layer;
 
 /// Attaches a cached token to every request of the service it wraps.
@@ -123,14 +123,14 @@ impl TokenLayerBuilder {
     }
 
     /// The lifetime assumed for a token whose answer has no `expires_in`
-    /// (default 5 minutes).
+    /// (default 5 minutes; zero is a [`ConfigError`]).
     pub fn default_lifetime(mut self, lifetime: Duration) -> Self {
         self.config.default_lifetime = lifetime;
         self
     }
 
     /// The longest a token source may take before the fetch counts as
-    /// failed (default 30 s).
+    /// failed (default 30 s; zero is a [`ConfigError`]).
     pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
         self.config.fetch_timeout = timeout;
         self
@@ -209,12 +209,36 @@ impl TokenLayerBuilder {
 
     /// Revokes the cached access token (and the refresh token, if any) when
     /// the last clone of the layer, its services and its cache is dropped
-    /// (default off; needs a [`revoker`](Self::revoker)). The revocation runs
-    /// in a task spawned on the current tokio runtime; outside a runtime it
-    /// is skipped with a warning. For a revocation you can wait for, call
+    /// (default off; needs a [`revoker`](Self::revoker)).
+    ///
+    /// Mid-run, the revocation runs in a task spawned on the current tokio
+    /// runtime and nothing blocks. When the last handle goes at the end of
+    /// `#[tokio::main]`, or the runtime shuts down before the revocation is
+    /// answered, or there is no runtime, it is finished on a thread of its
+    /// own within [`revoke_on_drop_timeout`](Self::revoke_on_drop_timeout);
+    /// see the [cache docs](crate::cache#shutdown-and-revocation). For a
+    /// revocation you can wait for and whose outcome you get, call
     /// [`TokenCache::shutdown`].
     pub fn revoke_on_drop(mut self, yes: bool) -> Self {
         self.config.revoke_on_drop = yes;
+        self
+    }
+
+    /// The longest the thread that drops the last handle waits for the
+    /// revocation when the runtime is gone or going (default 2 s). A
+    /// mid-run drop never waits.
+    pub fn revoke_on_drop_timeout(mut self, timeout: Duration) -> Self {
+        self.config.revoke_on_drop_timeout = timeout;
+        self
+    }
+
+    /// The wall clock that token deadlines are also checked against
+    /// (default [`SystemTime::now`]). Deadlines are kept on the monotonic
+    /// clock and on the wall clock, and a token is sent only while both say
+    /// it is usable, so that a suspend longer than its lifetime cannot make
+    /// the cache send an expired token. Tests can pass a clock they move.
+    pub fn wall_clock(mut self, clock: fn() -> SystemTime) -> Self {
+        self.config.wall_clock = clock;
         self
     }
 
@@ -229,6 +253,18 @@ impl TokenLayerBuilder {
     pub fn build(self) -> Result<TokenLayer, ConfigError> {
         if let Some(err) = self.error {
             return Err(err);
+        }
+        if self.config.fetch_timeout.is_zero() {
+            return Err(ConfigError::OutOfRange {
+                setting: "fetch_timeout",
+                reason: "is zero: every fetch would time out",
+            });
+        }
+        if self.config.default_lifetime.is_zero() {
+            return Err(ConfigError::OutOfRange {
+                setting: "default_lifetime",
+                reason: "is zero: a token without `expires_in` would be expired on arrival",
+            });
         }
         Ok(TokenLayer {
             cache: TokenCache::new(self.source, self.config),

@@ -88,6 +88,7 @@ where
             return ResponseFuture::passthrough(self.inner.call(req));
         }
         let now = Instant::now();
+        let wall = shared.wall();
         let generation = shared.current_generation();
         if self
             .local
@@ -97,8 +98,8 @@ where
             self.local = shared.snapshot();
         }
         let usable = match &self.local {
-            Some(local) if now < local.usable_until => {
-                if now >= local.refresh_at {
+            Some(local) if local.deadlines.usable(now, wall) => {
+                if local.deadlines.refresh_due(now, wall) {
                     shared.refresh_ahead(local.generation, now);
                 }
                 Some((local.header.clone(), local.generation))
@@ -112,11 +113,15 @@ where
                 ResponseFuture::called(self.inner.call(req), generation, retry, shared.clone())
             }
             None => {
-                // Wait for a token: the future owns the instance that was
-                // made ready, and a clone takes its place here.
-                let clone = self.inner.clone();
-                let ready = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::acquire(ready, req, shared.clone())
+                // Wait for a token holding no capacity of the inner service:
+                // the instance made ready for this call is dropped, which
+                // gives back what its `poll_ready` reserved (a `Buffer` slot,
+                // a `ConcurrencyLimit` permit), since the token endpoint may
+                // be reached through the same bounded stack. The future makes
+                // a clone of its own ready once the token is there.
+                let waiting = self.inner.clone();
+                drop(std::mem::replace(&mut self.inner, waiting.clone()));
+                ResponseFuture::acquire(waiting, req, shared.clone())
             }
         }
     }
