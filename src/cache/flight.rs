@@ -384,6 +384,8 @@ impl Shared {
                 // brought no new one, RFC 6749 §6).
                 flight.refresh_token = refresh_token;
                 let replaced = self.current.swap(Some(Arc::clone(&cached)));
+                #[cfg(test)]
+                tests::between_swap_and_generation();
                 self.current_generation
                     .store(cached.generation, Ordering::Release);
                 flight.failures = 0;
@@ -475,5 +477,88 @@ impl Drop for FetchGuard {
             self.shared.abandon();
             let _ = tx.send(Some(Err(Error::Aborted)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::sync::mpsc;
+    use std::thread::JoinHandle;
+
+    thread_local! {
+        /// Runs inside `finish`, between publishing a token and its
+        /// generation, on the thread that publishes.
+        static HOOK: RefCell<Option<Box<dyn Fn()>>> = const { RefCell::new(None) };
+    }
+
+    pub(super) fn between_swap_and_generation() {
+        HOOK.with(|hook| {
+            if let Some(hook) = hook.borrow().as_ref() {
+                hook()
+            }
+        })
+    }
+
+    fn shared() -> Arc<Shared> {
+        let source =
+            crate::source::from_fn(|_| async { Ok::<_, std::io::Error>(Token::new("unused")) });
+        Arc::new(Shared::new(Box::new(source), Config::default()))
+    }
+
+    fn publish(shared: &Shared, token: &str) -> Result<Arc<CachedToken>, Error> {
+        let token = Token::new(token).with_expires_in(Duration::from_secs(3600));
+        shared.finish(Ok(token), Instant::now(), SystemTime::now())
+    }
+
+    /// An invalidation that lands while a fetch publishes its token: the
+    /// cache must not end up empty with a generation that still names the
+    /// dropped token, or services holding a snapshot of it would keep
+    /// sending it and never fetch again.
+    #[test]
+    fn an_invalidation_during_a_publish_leaves_no_stale_generation() {
+        let shared = shared();
+        publish(&shared, "t-1").unwrap();
+        assert_eq!(shared.current_generation(), 1);
+
+        let invalidations: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (cache, handles) = (Arc::clone(&shared), Arc::clone(&invalidations));
+        HOOK.with(|hook| {
+            *hook.borrow_mut() = Some(Box::new(move || {
+                let cache = Arc::clone(&cache);
+                let (done, wait) = mpsc::channel();
+                handles.lock().unwrap().push(std::thread::spawn(move || {
+                    cache.invalidate_current();
+                    let _ = done.send(());
+                }));
+                // Give the invalidation every chance to run in this window.
+                let _ = wait.recv_timeout(Duration::from_millis(200));
+            }))
+        });
+        let published = publish(&shared, "t-2").unwrap();
+        HOOK.with(|hook| hook.borrow_mut().take());
+        for handle in invalidations.lock().unwrap().drain(..) {
+            handle.join().unwrap();
+        }
+
+        assert_eq!(published.generation, 2);
+        assert!(shared.current_token().is_none(), "t-2 was invalidated");
+        assert_eq!(
+            shared.current_generation(),
+            0,
+            "the generation names no token, so every snapshot is dropped"
+        );
+    }
+
+    #[test]
+    fn a_rejection_for_a_replaced_token_changes_nothing() {
+        let shared = shared();
+        publish(&shared, "t-1").unwrap();
+        publish(&shared, "t-2").unwrap();
+        // No runtime: no fetch can start, and none is needed.
+        assert!(shared.reject(1), "t-2 is there for a retry");
+        assert_eq!(shared.current_generation(), 2);
+        assert_eq!(shared.counters.rejected.load(Ordering::Relaxed), 0);
     }
 }
