@@ -11,6 +11,11 @@
 //! refresh token: body excerpts and OAuth error descriptions have every
 //! credential the request carried replaced by `[redacted]`.
 //!
+//! Every error built from an HTTP answer ([`Error::OAuth`],
+//! [`Error::Status`], [`Error::Provider`]) keeps the answer's `Retry-After`,
+//! whatever its body said; [`Error::retry_after`] returns it, and the cache
+//! waits at least that long before asking again.
+//!
 //! # Example
 //!
 //! ```
@@ -31,8 +36,21 @@
 //!     code: ErrorCode::InvalidClient,
 //!     description: Some("unknown client".into()),
 //!     uri: None,
+//!     retry_after: None,
 //! };
 //! assert_eq!(explain(&err), "check the client credentials");
+//!
+//! // A busy server that sends an OAuth error body still says when to come back.
+//! let busy = Error::OAuth {
+//!     endpoint: Endpoint::Token,
+//!     status: http::StatusCode::TOO_MANY_REQUESTS,
+//!     code: ErrorCode::Other("slow_down".into()),
+//!     description: None,
+//!     uri: None,
+//!     retry_after: Some(std::time::Duration::from_secs(30)),
+//! };
+//! assert!(busy.is_retriable());
+//! assert_eq!(busy.retry_after(), Some(std::time::Duration::from_secs(30)));
 //! ```
 
 use http::StatusCode;
@@ -241,6 +259,8 @@ pub enum Error {
         description: Option<String>,
         /// The `error_uri` field.
         uri: Option<String>,
+        /// The `Retry-After` delay, when the answer had one.
+        retry_after: Option<Duration>,
     },
     /// The server answered with an HTTP status that carries no OAuth error.
     #[error("{endpoint} endpoint answered HTTP {status}")]
@@ -263,6 +283,8 @@ pub enum Error {
         status: StatusCode,
         /// What the provider said.
         kind: ProviderError,
+        /// The `Retry-After` delay, when the answer had one.
+        retry_after: Option<Duration>,
     },
     /// The server answered with a redirect, which is never followed.
     #[error("{endpoint} endpoint answered with a redirect ({status}); redirects are not followed")]
@@ -394,10 +416,14 @@ impl Error {
         }
     }
 
-    /// The server's `Retry-After`, when it sent one.
+    /// The server's `Retry-After`, when it sent one: kept from every
+    /// answer, whether its body was an OAuth error, a provider envelope or
+    /// anything else.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::Status { retry_after, .. } => *retry_after,
+            Error::Status { retry_after, .. }
+            | Error::OAuth { retry_after, .. }
+            | Error::Provider { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -433,6 +459,7 @@ impl Error {
                 code,
                 description,
                 uri,
+                retry_after,
             } => Error::OAuth {
                 endpoint,
                 status,
@@ -442,6 +469,7 @@ impl Error {
                 },
                 description: description.map(clean),
                 uri: uri.map(clean),
+                retry_after,
             },
             Error::Status {
                 endpoint,
@@ -458,6 +486,7 @@ impl Error {
                 endpoint,
                 status,
                 kind: ProviderError::Other { kind, message },
+                retry_after,
             } => Error::Provider {
                 endpoint,
                 status,
@@ -465,6 +494,7 @@ impl Error {
                     kind: clean(kind),
                     message: clean(message),
                 },
+                retry_after,
             },
             other => other,
         }
@@ -598,6 +628,7 @@ mod tests {
             code: ErrorCode::InvalidClient,
             description: None,
             uri: None,
+            retry_after: None,
         };
         assert!(!oauth.is_retriable());
     }

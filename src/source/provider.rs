@@ -239,6 +239,7 @@ mod tests {
             endpoint: Endpoint::Token,
             status: StatusCode::from_u16(status).unwrap(),
             kind: crate::error::ProviderError::AuthenticationFailure,
+            retry_after: None,
         };
         assert!(refresh_rejected(&provider(401)));
         assert!(!refresh_rejected(&provider(500)));
@@ -248,6 +249,7 @@ mod tests {
             code: ErrorCode::InvalidGrant,
             description: None,
             uri: None,
+            retry_after: None,
         };
         assert!(refresh_rejected(&oauth));
         assert!(!refresh_rejected(&Error::Aborted));
