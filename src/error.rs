@@ -9,7 +9,13 @@
 //! [`Error`] is `Clone` (the one failed fetch is handed to every caller that
 //! waited on it) and never contains a client secret, an access token or a
 //! refresh token: body excerpts and OAuth error descriptions have every
-//! credential the request carried replaced by `[redacted]`.
+//! credential the request carried replaced by `[redacted]`, whether the
+//! server echoed it as sent, percent-encoded or JSON-escaped.
+//!
+//! Every error built from an HTTP answer ([`Error::OAuth`],
+//! [`Error::Status`], [`Error::Provider`]) keeps the answer's `Retry-After`,
+//! whatever its body said; [`Error::retry_after`] returns it, and the cache
+//! waits at least that long before asking again.
 //!
 //! # Example
 //!
@@ -31,8 +37,21 @@
 //!     code: ErrorCode::InvalidClient,
 //!     description: Some("unknown client".into()),
 //!     uri: None,
+//!     retry_after: None,
 //! };
 //! assert_eq!(explain(&err), "check the client credentials");
+//!
+//! // A busy server that sends an OAuth error body still says when to come back.
+//! let busy = Error::OAuth {
+//!     endpoint: Endpoint::Token,
+//!     status: http::StatusCode::TOO_MANY_REQUESTS,
+//!     code: ErrorCode::Other("slow_down".into()),
+//!     description: None,
+//!     uri: None,
+//!     retry_after: Some(std::time::Duration::from_secs(30)),
+//! };
+//! assert!(busy.is_retriable());
+//! assert_eq!(busy.retry_after(), Some(std::time::Duration::from_secs(30)));
 //! ```
 
 use http::StatusCode;
@@ -241,6 +260,8 @@ pub enum Error {
         description: Option<String>,
         /// The `error_uri` field.
         uri: Option<String>,
+        /// The `Retry-After` delay, when the answer had one.
+        retry_after: Option<Duration>,
     },
     /// The server answered with an HTTP status that carries no OAuth error.
     #[error("{endpoint} endpoint answered HTTP {status}")]
@@ -263,6 +284,8 @@ pub enum Error {
         status: StatusCode,
         /// What the provider said.
         kind: ProviderError,
+        /// The `Retry-After` delay, when the answer had one.
+        retry_after: Option<Duration>,
     },
     /// The server answered with a redirect, which is never followed.
     #[error("{endpoint} endpoint answered with a redirect ({status}); redirects are not followed")]
@@ -403,10 +426,14 @@ impl Error {
         }
     }
 
-    /// The server's `Retry-After`, when it sent one.
+    /// The server's `Retry-After`, when it sent one: kept from every
+    /// answer, whether its body was an OAuth error, a provider envelope or
+    /// anything else.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::Status { retry_after, .. } => *retry_after,
+            Error::Status { retry_after, .. }
+            | Error::OAuth { retry_after, .. }
+            | Error::Provider { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -442,6 +469,7 @@ impl Error {
                 code,
                 description,
                 uri,
+                retry_after,
             } => Error::OAuth {
                 endpoint,
                 status,
@@ -451,6 +479,7 @@ impl Error {
                 },
                 description: description.map(clean),
                 uri: uri.map(clean),
+                retry_after,
             },
             Error::Status {
                 endpoint,
@@ -467,6 +496,7 @@ impl Error {
                 endpoint,
                 status,
                 kind: ProviderError::Other { kind, message },
+                retry_after,
             } => Error::Provider {
                 endpoint,
                 status,
@@ -474,6 +504,7 @@ impl Error {
                     kind: clean(kind),
                     message: clean(message),
                 },
+                retry_after,
             },
             other => other,
         }
@@ -556,19 +587,237 @@ pub(crate) fn excerpt(body: &[u8], secrets: &[&str]) -> String {
 }
 
 /// `text` with every occurrence of each secret replaced by `[redacted]`.
+///
+/// A server may echo a secret as it was sent, or encoded: percent-encoded
+/// (`%2B` or `%2b`, a space as `+` or `%20`), or JSON-escaped (`\/` for `/`,
+/// `\u002b` for `+`, surrogate pairs, …), or percent-encoded inside a JSON
+/// string. The text is read in each of these decodings, every stretch that
+/// decodes to a secret is found, and those stretches of the original text
+/// are replaced; the rest of the text is kept as the server sent it.
 pub(crate) fn redact(text: &str, secrets: &[&str]) -> String {
-    let mut out = text.to_owned();
-    for secret in secrets {
-        if !secret.is_empty() && out.contains(secret) {
-            out = out.replace(secret, "[redacted]");
-        }
-        // Servers may echo a form-encoded copy of a secret.
-        let encoded: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
-        if encoded != *secret && !encoded.is_empty() && out.contains(&encoded) {
-            out = out.replace(&encoded, "[redacted]");
+    let needles: Vec<Vec<char>> = secrets
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.chars().collect())
+        .collect();
+    if needles.is_empty() || text.is_empty() {
+        return text.to_owned();
+    }
+    let mut views = vec![plain_view(text)];
+    if text.contains('\\') {
+        views.push(json_view(text));
+    }
+    if text.contains('%') {
+        let decoded: Vec<Vec<Unit>> = views.iter().map(|v| percent_view(v)).collect();
+        views.extend(decoded);
+    }
+    let mut spans = Vec::new();
+    for view in &views {
+        for needle in &needles {
+            find_spans(view, needle, &mut spans);
         }
     }
+    if spans.is_empty() {
+        return text.to_owned();
+    }
+    spans.sort_unstable();
+    let mut out = String::with_capacity(text.len());
+    let mut kept_from = 0;
+    let mut spans = spans.into_iter().peekable();
+    while let Some((start, mut end)) = spans.next() {
+        // Overlapping or touching stretches become one.
+        while let Some(&(next_start, next_end)) = spans.peek() {
+            if next_start > end {
+                break;
+            }
+            end = end.max(next_end);
+            spans.next();
+        }
+        if end <= kept_from {
+            continue;
+        }
+        out.push_str(&text[kept_from..start.max(kept_from)]);
+        out.push_str("[redacted]");
+        kept_from = end;
+    }
+    out.push_str(&text[kept_from..]);
     out
+}
+
+/// One character of a decoded reading of a text, with the byte range of the
+/// original text it was decoded from.
+#[derive(Clone, Copy, Debug)]
+struct Unit {
+    ch: char,
+    start: usize,
+    end: usize,
+    /// A literal `+`, which a form encoding uses for a space.
+    plus: bool,
+}
+
+/// The text as it is.
+fn plain_view(text: &str) -> Vec<Unit> {
+    text.char_indices()
+        .map(|(i, ch)| Unit {
+            ch,
+            start: i,
+            end: i + ch.len_utf8(),
+            plus: ch == '+',
+        })
+        .collect()
+}
+
+/// The text with JSON string escapes decoded, tolerantly: an escape that
+/// does not parse is kept as it is.
+fn json_view(text: &str) -> Vec<Unit> {
+    let mut units = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while let Some(ch) = text[i..].chars().next() {
+        if ch == '\\'
+            && let Some((decoded, len)) = json_escape(&text.as_bytes()[i..])
+        {
+            units.push(Unit {
+                ch: decoded,
+                start: i,
+                end: i + len,
+                plus: false,
+            });
+            i += len;
+            continue;
+        }
+        units.push(Unit {
+            ch,
+            start: i,
+            end: i + ch.len_utf8(),
+            plus: ch == '+',
+        });
+        i += ch.len_utf8();
+    }
+    units
+}
+
+/// The character a JSON escape at the start of `s` stands for, and the
+/// escape's length in bytes.
+fn json_escape(s: &[u8]) -> Option<(char, usize)> {
+    let ch = match *s.get(1)? {
+        b'"' => '"',
+        b'\\' => '\\',
+        b'/' => '/',
+        b'b' => '\u{8}',
+        b'f' => '\u{c}',
+        b'n' => '\n',
+        b'r' => '\r',
+        b't' => '\t',
+        b'u' => {
+            let first = hex4(s.get(2..6)?)?;
+            if (0xD800..0xDC00).contains(&first)
+                && s.get(6..8) == Some(b"\\u")
+                && let Some(second) = s.get(8..12).and_then(hex4)
+                && (0xDC00..0xE000).contains(&second)
+            {
+                let code = 0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00);
+                return Some((char::from_u32(code)?, 12));
+            }
+            // A lone surrogate stands for no character.
+            return Some((char::from_u32(first).unwrap_or('\u{FFFD}'), 6));
+        }
+        _ => return None,
+    };
+    Some((ch, 2))
+}
+
+/// Four hex digits, in either case.
+fn hex4(digits: &[u8]) -> Option<u32> {
+    digits
+        .iter()
+        .try_fold(0u32, |acc, &d| Some(acc * 16 + char::from(d).to_digit(16)?))
+}
+
+/// `units` with percent escapes (`%2B`, `%2b`, multi-byte UTF-8 runs)
+/// decoded, tolerantly: a `%` not followed by two hex digits is kept.
+fn percent_view(units: &[Unit]) -> Vec<Unit> {
+    // The decoded bytes, each with the range it came from.
+    let mut bytes: Vec<(u8, Unit)> = Vec::with_capacity(units.len());
+    let mut i = 0;
+    while let Some(&unit) = units.get(i) {
+        if unit.ch == '%'
+            && let Some(&[high, low]) = units.get(i + 1..i + 3)
+            && let (Some(h), Some(l)) = (high.ch.to_digit(16), low.ch.to_digit(16))
+        {
+            let span = Unit {
+                end: low.end,
+                plus: false,
+                ..unit
+            };
+            // Two hex digits make one byte.
+            bytes.push(((h * 16 + l) as u8, span));
+            i += 3;
+            continue;
+        }
+        let mut buf = [0; 4];
+        for &b in unit.ch.encode_utf8(&mut buf).as_bytes() {
+            bytes.push((b, unit));
+        }
+        i += 1;
+    }
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&(lead, first)) = bytes.get(i) {
+        let len = match lead {
+            0xC2..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF4 => 4,
+            _ => 1,
+        };
+        let ch = bytes.get(i..i + len).and_then(|run| {
+            let mut buf = [0; 4];
+            for (slot, (b, _)) in buf.iter_mut().zip(run) {
+                *slot = *b;
+            }
+            std::str::from_utf8(&buf[..len]).ok()?.chars().next()
+        });
+        match ch {
+            Some(ch) => {
+                decoded.push(Unit {
+                    ch,
+                    start: first.start,
+                    end: bytes[i + len - 1].1.end,
+                    plus: len == 1 && first.plus,
+                });
+                i += len;
+            }
+            None => {
+                decoded.push(Unit {
+                    ch: '\u{FFFD}',
+                    plus: false,
+                    ..first
+                });
+                i += 1;
+            }
+        }
+    }
+    decoded
+}
+
+/// Adds the original byte range of every place where `view` reads as
+/// `needle` (a literal `+` reads as `+` or as a space).
+fn find_spans(view: &[Unit], needle: &[char], spans: &mut Vec<(usize, usize)>) {
+    let Some(&first) = needle.first() else {
+        return;
+    };
+    if view.len() < needle.len() {
+        return;
+    }
+    let same = |unit: &Unit, c: char| unit.ch == c || (unit.plus && c == ' ');
+    for start in 0..=view.len() - needle.len() {
+        if !same(&view[start], first) {
+            continue;
+        }
+        let stretch = &view[start..start + needle.len()];
+        if stretch.iter().zip(needle).all(|(unit, &c)| same(unit, c)) {
+            spans.push((stretch[0].start, stretch[needle.len() - 1].end));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -583,6 +832,58 @@ mod tests {
         assert!(e.chars().count() <= EXCERPT_LEN + 1);
         let e = excerpt(b"secret=a%2Bb%2Fc%3Ad%25e+f", &["a+b/c:d%e f"]);
         assert_eq!(e, "secret=[redacted]");
+    }
+
+    #[test]
+    fn encoded_echoes_are_redacted() {
+        let secret = "a+b/c:d%e f";
+        for echo in [
+            "a+b/c:d%e f",
+            "a%2Bb%2Fc%3Ad%25e+f",
+            "a%2bb%2fc%3ad%25e+f",
+            "a%2Bb%2Fc%3Ad%25e%20f",
+            "a%2bb%2fc%3ad%25e%20f",
+            "a+b%2Fc:d%25e+f",
+            r"a+b\/c:d%e f",
+            r"a\u002bb\/c:d%e f",
+            r"a\u002Bb\/c:d%e f",
+            r"\u0061\u002B\u0062\u002F\u0063\u003A\u0064\u0025\u0065\u0020\u0066",
+            r"a%2Bb%2Fc%3Ad%25e\u0020f",
+        ] {
+            let text = format!("before {echo} after");
+            assert_eq!(
+                redact(&text, &[secret]),
+                "before [redacted] after",
+                "{echo}"
+            );
+        }
+        // Non-ASCII secrets: surrogate pairs, percent-encoded UTF-8.
+        let secret = "p\u{e9}\u{1F600}q";
+        for echo in [
+            "p\u{e9}\u{1F600}q",
+            r"p\u00e9\ud83d\ude00q",
+            r"p\u00E9\uD83D\uDE00q",
+            "p%C3%A9%F0%9F%98%80q",
+            "p%c3%a9%f0%9f%98%80q",
+        ] {
+            assert_eq!(
+                redact(&format!("<{echo}>"), &[secret]),
+                "<[redacted]>",
+                "{echo}"
+            );
+        }
+        // The rest of the text stays as sent, broken escapes included.
+        let text = r#"{"msg":"x\/y \u12 %zz \q \ud800","s":"a\u002bb\/c:d%e f"}"#;
+        assert_eq!(
+            redact(text, &["a+b/c:d%e f"]),
+            r#"{"msg":"x\/y \u12 %zz \q \ud800","s":"[redacted]"}"#
+        );
+        // A secret that itself looks like an escape is still found as sent.
+        assert_eq!(redact(r"k=x\ny%41", &[r"x\ny%41"]), "k=[redacted]");
+        // Overlapping and adjacent echoes become one marker.
+        assert_eq!(redact("aaaa", &["aa", "aaa"]), "[redacted]");
+        assert_eq!(redact("", &["s"]), "");
+        assert_eq!(redact("text", &[""]), "text");
     }
 
     #[test]
@@ -615,6 +916,7 @@ mod tests {
             code: ErrorCode::InvalidClient,
             description: None,
             uri: None,
+            retry_after: None,
         };
         assert!(!oauth.is_retriable());
     }

@@ -392,6 +392,7 @@ async fn onelogin_documented_failures_are_typed() {
                 endpoint,
                 status,
                 kind,
+                ..
             }) => {
                 assert_eq!(endpoint, Endpoint::Revocation);
                 assert_eq!(status.as_u16(), code);

@@ -160,17 +160,18 @@ pub fn parse_token_response(
 ) -> Result<Token, Error> {
     let status = response.status();
     let secrets = credentials.secrets();
+    let retry_after = rfc::retry_after(response.headers());
     let object = lenient_object(response.body());
     if !status.is_success() {
         if let Ok(object) = &object
-            && let Some(err) = failure(Endpoint::Token, status, object, &secrets)
+            && let Some(err) = failure(Endpoint::Token, status, retry_after, object, &secrets)
         {
             return Err(err);
         }
         return Err(rfc::error_response(Endpoint::Token, response, &secrets));
     }
     let object = object.map_err(|r| Error::invalid(Endpoint::Token, status, r))?;
-    if let Some(err) = failure(Endpoint::Token, status, &object, &secrets) {
+    if let Some(err) = failure(Endpoint::Token, status, retry_after, &object, &secrets) {
         return Err(err);
     }
     let fields = token_fields(&object).map_err(|r| Error::invalid(Endpoint::Token, status, r))?;
@@ -224,20 +225,21 @@ pub fn parse_revoke_response(
     secrets: &[&str],
 ) -> Result<(), Error> {
     let status = response.status();
+    let retry_after = rfc::retry_after(response.headers());
     let object = lenient_object(response.body());
     if status.is_success() {
         if let Ok(object) = &object
-            && let Some(err) = failure(Endpoint::Revocation, status, object, secrets)
+            && let Some(err) = failure(Endpoint::Revocation, status, retry_after, object, secrets)
         {
             return Err(err);
         }
         return Ok(());
     }
-    let come_back_later = rfc::retry_after(response.headers()).is_some()
+    let come_back_later = retry_after.is_some()
         && (status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS);
     if !come_back_later
         && let Ok(object) = &object
-        && let Some(err) = failure(Endpoint::Revocation, status, object, secrets)
+        && let Some(err) = failure(Endpoint::Revocation, status, retry_after, object, secrets)
     {
         return Err(err);
     }
@@ -272,10 +274,12 @@ pub fn classify(message: &str) -> Option<ProviderError> {
 }
 
 /// The error an answer's envelope reports, if it reports one: OneLogin's
-/// `status` envelope, the flat v2 shape, or an RFC 6749 error object.
+/// `status` envelope, the flat v2 shape, or an RFC 6749 error object. The
+/// error keeps the answer's `Retry-After`.
 fn failure(
     endpoint: Endpoint,
     http_status: StatusCode,
+    retry_after: Option<Duration>,
     object: &Map<String, Value>,
     secrets: &[&str],
 ) -> Option<Error> {
@@ -313,7 +317,7 @@ fn failure(
         }
         (status, text(object, "name"), Some(message.clone()))
     } else {
-        return rfc::oauth_error(endpoint, http_status, object, secrets);
+        return rfc::oauth_error(endpoint, http_status, retry_after, object, secrets);
     };
     // The HTTP status, unless it claims success while the envelope does not.
     let status = match status {
@@ -329,6 +333,7 @@ fn failure(
         endpoint,
         status,
         kind,
+        retry_after,
     })
 }
 
@@ -500,6 +505,7 @@ mod tests {
                     endpoint,
                     status: s,
                     kind,
+                    ..
                 }) => {
                     assert_eq!(endpoint, Endpoint::Revocation);
                     assert_eq!(s.as_u16(), status);
@@ -598,6 +604,21 @@ mod tests {
             }
         ));
         assert!(!err.is_retriable());
+
+        // A busy answer keeps its Retry-After whatever the envelope says.
+        let mut busy = answer(429, &envelope(429, "Too Many Requests", "Slow down"));
+        busy.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("4"));
+        let err = parse_token_response(&busy, &creds()).unwrap_err();
+        assert!(matches!(err, Error::Provider { .. }), "{err:?}");
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(4)));
+        assert!(err.is_retriable());
+        let mut busy = answer(503, r#"{"error":"temporarily_unavailable"}"#);
+        busy.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        let err = parse_token_response(&busy, &creds()).unwrap_err();
+        assert_eq!(err.oauth_code(), Some(&ErrorCode::TemporarilyUnavailable));
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(5)));
 
         let err = parse_token_response(
             &answer(400, r#"{"statusCode":400,"name":"BadRequest","message":"Content Type is not specified"}"#),

@@ -180,7 +180,13 @@ pub fn parse_revoke_response(
     let status = response.status();
     if status.is_success() {
         if let Ok(object) = json_object(response.body())
-            && let Some(err) = oauth_error(Endpoint::Revocation, status, &object, secrets)
+            && let Some(err) = oauth_error(
+                Endpoint::Revocation,
+                status,
+                retry_after(response.headers()),
+                &object,
+                secrets,
+            )
         {
             return Err(err);
         }
@@ -212,8 +218,8 @@ pub(crate) fn revoke_error(response: &http::Response<Bytes>, secrets: &[&str]) -
 /// A 2xx must carry a JSON object with a usable `access_token`; a 2xx with
 /// an `error` field is an [`Error::OAuth`]. Any other status is an
 /// [`Error::OAuth`] when the body is an RFC 6749 error, and an
-/// [`Error::Status`] otherwise. Credentials are redacted from everything the
-/// error keeps.
+/// [`Error::Status`] otherwise; both keep the answer's `Retry-After`.
+/// Credentials are redacted from everything the error keeps.
 pub fn parse_token_response(
     response: &http::Response<Bytes>,
     credentials: &Credentials,
@@ -225,29 +231,37 @@ pub fn parse_token_response(
     }
     let object =
         json_object(response.body()).map_err(|r| Error::invalid(Endpoint::Token, status, r))?;
-    if let Some(err) = oauth_error(Endpoint::Token, status, &object, &secrets) {
+    if let Some(err) = oauth_error(
+        Endpoint::Token,
+        status,
+        retry_after(response.headers()),
+        &object,
+        &secrets,
+    ) {
         return Err(err);
     }
     token_from_object(&object).map_err(|r| Error::invalid(Endpoint::Token, status, r))
 }
 
 /// The error for a non-2xx answer: OAuth when the body is an RFC 6749 error
-/// object, a plain status otherwise.
+/// object, a plain status otherwise. Either way the answer's `Retry-After`
+/// is kept (see [`Error::retry_after`]).
 pub fn error_response(
     endpoint: Endpoint,
     response: &http::Response<Bytes>,
     secrets: &[&str],
 ) -> Error {
     let status = response.status();
+    let retry_after = retry_after(response.headers());
     if let Ok(object) = json_object(response.body())
-        && let Some(err) = oauth_error(endpoint, status, &object, secrets)
+        && let Some(err) = oauth_error(endpoint, status, retry_after, &object, secrets)
     {
         return err;
     }
     Error::Status {
         endpoint,
         status,
-        retry_after: retry_after(response.headers()),
+        retry_after,
         body: excerpt(response.body(), secrets),
     }
 }
@@ -266,10 +280,12 @@ pub(crate) fn json_object(body: &[u8]) -> Result<Map<String, Value>, InvalidResp
     }
 }
 
-/// An [`Error::OAuth`] when `object` has a string `error` field.
+/// An [`Error::OAuth`] when `object` has a string `error` field; it keeps
+/// the answer's `Retry-After`.
 pub(crate) fn oauth_error(
     endpoint: Endpoint,
     status: StatusCode,
+    retry_after: Option<Duration>,
     object: &Map<String, Value>,
     secrets: &[&str],
 ) -> Option<Error> {
@@ -286,6 +302,7 @@ pub(crate) fn oauth_error(
         code: ErrorCode::parse(&redact(code, secrets)),
         description: text("error_description"),
         uri: text("error_uri"),
+        retry_after,
     })
 }
 
@@ -587,6 +604,28 @@ mod tests {
         let err = parse_token_response(&busy, &creds()).unwrap_err();
         assert_eq!(err.retry_after(), Some(Duration::from_secs(2)));
         assert!(err.is_retriable());
+        // An OAuth error body does not lose the status's Retry-After.
+        for (status, body, code) in [
+            (
+                503,
+                r#"{"error":"temporarily_unavailable"}"#,
+                ErrorCode::TemporarilyUnavailable,
+            ),
+            (
+                429,
+                r#"{"error":"slow_down"}"#,
+                ErrorCode::Other("slow_down".into()),
+            ),
+            (200, r#"{"error":"server_error"}"#, ErrorCode::ServerError),
+        ] {
+            let mut busy = answer(status, body);
+            busy.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+            let err = parse_token_response(&busy, &creds()).unwrap_err();
+            assert_eq!(err.oauth_code(), Some(&code), "{body}");
+            assert_eq!(err.retry_after(), Some(Duration::from_secs(30)), "{body}");
+            assert!(err.is_retriable(), "{body}");
+        }
     }
 
     fn form(req: &http::Request<Bytes>) -> Vec<(String, String)> {

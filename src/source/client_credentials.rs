@@ -7,12 +7,21 @@ use crate::error::{ConfigError, Endpoint, Error, ErrorCode};
 use crate::http_client::{BoxFuture, HttpClient, Limits, default_client, execute};
 use crate::secret::ClientSecret;
 use crate::token::Token;
+use http::StatusCode;
 use std::{fmt, sync::Arc, time::Duration};
 use url::Url;
 
 /// Fetches tokens with the client credentials grant, and with the
-/// refresh-token grant when the cache holds a refresh token (falling back to
-/// client credentials when that is answered `invalid_grant`).
+/// refresh-token grant when the cache holds a refresh token.
+///
+/// A refresh-token grant answered with an OAuth error (`invalid_grant`,
+/// `unauthorized_client`, `unsupported_grant_type`, `invalid_scope`, or any
+/// other code) falls back to the client credentials grant, once per fetch:
+/// the refresh token is not worth asking with again, and the answer to the
+/// client credentials grant replaces it in the cache. The exception is an
+/// answer that asks the client to slow down (429, or a `Retry-After`): that
+/// error is returned as it is, so the cache waits as told before the next
+/// attempt.
 ///
 /// # Example
 ///
@@ -99,12 +108,12 @@ impl TokenSource for ClientCredentials {
         Box::pin(async move {
             if let Some(refresh) = &request.refresh_token {
                 match self.request(Grant::RefreshToken(refresh)).await {
-                    Err(Error::OAuth {
-                        code: ErrorCode::InvalidGrant,
-                        ..
-                    }) => {
+                    Err(e) if refresh_rejected(&e) => {
+                        let e = e.redacted(&[refresh.secret()]);
                         tracing::debug!(
-                            "refresh token rejected (invalid_grant); using client credentials"
+                            code = e.oauth_code().map_or("", ErrorCode::as_str),
+                            status = e.status().map_or(0, |s| s.as_u16()),
+                            "refresh-token grant answered with an OAuth error; using client credentials"
                         );
                     }
                     // RFC 6749 §6: without a new refresh token, the old one stays.
@@ -115,8 +124,27 @@ impl TokenSource for ClientCredentials {
                     Err(e) => return Err(e.redacted(&[refresh.secret()])),
                 }
             }
-            self.request(Grant::ClientCredentials).await
+            // The server saw the refresh token in the failed grant and may
+            // echo it in its answer to this one too.
+            let secrets: Vec<&str> = request.refresh_token.iter().map(|r| r.secret()).collect();
+            self.request(Grant::ClientCredentials)
+                .await
+                .map_err(|e| e.redacted(&secrets))
         })
+    }
+}
+
+/// Whether a refresh-token grant's failure calls for the client credentials
+/// grant: any OAuth error, unless the server asked to be left alone for a
+/// while (429, or a `Retry-After`), which the cache honours instead.
+pub(super) fn refresh_rejected(err: &Error) -> bool {
+    match err {
+        Error::OAuth {
+            status,
+            retry_after,
+            ..
+        } => retry_after.is_none() && *status != StatusCode::TOO_MANY_REQUESTS,
+        _ => false,
     }
 }
 
@@ -210,5 +238,53 @@ impl ClientCredentialsBuilder {
             limits: self.limits,
             http,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oauth(status: u16, code: &str, retry_after: Option<u64>) -> Error {
+        Error::OAuth {
+            endpoint: Endpoint::Token,
+            status: StatusCode::from_u16(status).unwrap(),
+            code: ErrorCode::parse(code),
+            description: None,
+            uri: None,
+            retry_after: retry_after.map(Duration::from_secs),
+        }
+    }
+
+    #[test]
+    fn refresh_fallback_classes() {
+        for code in [
+            "invalid_grant",
+            "unauthorized_client",
+            "unsupported_grant_type",
+            "invalid_scope",
+            "invalid_request",
+            "invalid_client",
+            "made_up",
+        ] {
+            assert!(refresh_rejected(&oauth(400, code, None)), "{code}");
+        }
+        assert!(refresh_rejected(&oauth(401, "invalid_client", None)));
+        assert!(refresh_rejected(&oauth(500, "server_error", None)));
+        assert!(refresh_rejected(&oauth(200, "invalid_scope", None)));
+        // The server asked to slow down: honour it rather than ask again.
+        assert!(!refresh_rejected(&oauth(429, "slow_down", None)));
+        assert!(!refresh_rejected(&oauth(
+            503,
+            "temporarily_unavailable",
+            Some(2)
+        )));
+        assert!(!refresh_rejected(&Error::Status {
+            endpoint: Endpoint::Token,
+            status: StatusCode::BAD_REQUEST,
+            retry_after: None,
+            body: String::new(),
+        }));
+        assert!(!refresh_rejected(&Error::Aborted));
     }
 }

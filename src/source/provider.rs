@@ -15,8 +15,11 @@ use url::Url;
 /// body, its own `Authorization` header, refresh tokens).
 ///
 /// For OneLogin, when the cache holds a refresh token the source uses the
-/// refresh-token grant first, and falls back to the client credentials when
-/// that is answered `invalid_grant` or 401. Kopo Kopo always uses the
+/// refresh-token grant first, and falls back to the client credentials,
+/// once per fetch, when that is answered with any OAuth error
+/// (`invalid_grant`, `unauthorized_client`, `invalid_scope`, …) or a 401 —
+/// unless the answer asks the client to slow down (429, or a
+/// `Retry-After`), which the cache honours instead. Kopo Kopo always uses the
 /// client credentials. See [`dialect::kopokopo`] and [`dialect::onelogin`]
 /// for the wire formats.
 ///
@@ -119,16 +122,23 @@ impl ProviderSource {
     }
 }
 
-/// Whether a refresh-token grant failed because of the refresh token, so
-/// that the client credentials are worth a try.
+/// Whether a refresh-token grant failed in a way that makes the client
+/// credentials worth a try: any OAuth error (as for
+/// [`ClientCredentials`](super::ClientCredentials)), or a 401 whatever its
+/// body, unless the server asked to be left alone for a while.
 fn refresh_rejected(err: &Error) -> bool {
     match err {
-        Error::OAuth { code, status, .. } => {
-            *code == ErrorCode::InvalidGrant || *status == StatusCode::UNAUTHORIZED
+        Error::OAuth { .. } => super::client_credentials::refresh_rejected(err),
+        Error::Provider {
+            status,
+            retry_after,
+            ..
         }
-        Error::Provider { status, .. } | Error::Status { status, .. } => {
-            *status == StatusCode::UNAUTHORIZED
-        }
+        | Error::Status {
+            status,
+            retry_after,
+            ..
+        } => *status == StatusCode::UNAUTHORIZED && retry_after.is_none(),
         _ => false,
     }
 }
@@ -141,9 +151,11 @@ impl TokenSource for ProviderSource {
             {
                 match self.request(Grant::RefreshToken(refresh)).await {
                     Err(e) if refresh_rejected(&e) => {
+                        let e = e.redacted(&[refresh.secret()]);
                         tracing::debug!(
-                            error = %e.clone().redacted(&[refresh.secret()]),
-                            "refresh token rejected; using client credentials"
+                            code = e.oauth_code().map_or("", ErrorCode::as_str),
+                            error = %e,
+                            "refresh-token grant rejected; using client credentials"
                         );
                     }
                     // RFC 6749 §6: without a new refresh token, the old one stays.
@@ -154,7 +166,12 @@ impl TokenSource for ProviderSource {
                     Err(e) => return Err(e.redacted(&[refresh.secret()])),
                 }
             }
-            self.request(Grant::ClientCredentials).await
+            // The server saw the refresh token in the failed grant and may
+            // echo it in its answer to this one too.
+            let secrets: Vec<&str> = request.refresh_token.iter().map(|r| r.secret()).collect();
+            self.request(Grant::ClientCredentials)
+                .await
+                .map_err(|e| e.redacted(&secrets))
         })
     }
 }
@@ -239,17 +256,26 @@ mod tests {
             endpoint: Endpoint::Token,
             status: StatusCode::from_u16(status).unwrap(),
             kind: crate::error::ProviderError::AuthenticationFailure,
+            retry_after: None,
         };
         assert!(refresh_rejected(&provider(401)));
         assert!(!refresh_rejected(&provider(500)));
-        let oauth = Error::OAuth {
+        let oauth = |code: ErrorCode| Error::OAuth {
             endpoint: Endpoint::Token,
             status: StatusCode::BAD_REQUEST,
-            code: ErrorCode::InvalidGrant,
+            code,
             description: None,
             uri: None,
+            retry_after: None,
         };
-        assert!(refresh_rejected(&oauth));
+        for code in [
+            ErrorCode::InvalidGrant,
+            ErrorCode::UnauthorizedClient,
+            ErrorCode::UnsupportedGrantType,
+            ErrorCode::InvalidScope,
+        ] {
+            assert!(refresh_rejected(&oauth(code.clone())), "{code}");
+        }
         assert!(!refresh_rejected(&Error::Aborted));
     }
 
