@@ -17,6 +17,7 @@
 //! `tracing` subscriber at TRACE), which must never contain the client
 //! secret, an access token or a refresh token.
 
+mod bounded;
 mod support_robust;
 
 use base64::Engine as _;
@@ -240,6 +241,7 @@ async fn invalid(body: &str) -> InvalidResponse {
 
 #[tokio::test]
 async fn token_not_json() {
+    bounded::watchdog!();
     let err = token_case(
         || Reply::with(200, "application/json", "OK, here is your token"),
         defaults,
@@ -250,6 +252,7 @@ async fn token_not_json() {
 
 #[tokio::test]
 async fn token_html_error_page_with_200() {
+    bounded::watchdog!();
     let page = "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head>\
                 <body><h1>Bad Gateway</h1></body></html>";
     let err = token_case(move || Reply::with(200, "text/html", page), defaults).await;
@@ -258,29 +261,34 @@ async fn token_html_error_page_with_200() {
 
 #[tokio::test]
 async fn token_empty_body() {
+    bounded::watchdog!();
     let err = token_case(|| Reply::with(200, "application/json", ""), defaults).await;
     assert_eq!(reason(&err), &InvalidResponse::EmptyBody);
 }
 
 #[tokio::test]
 async fn token_whitespace_body() {
+    bounded::watchdog!();
     assert_eq!(invalid(" \r\n\t ").await, InvalidResponse::EmptyBody);
 }
 
 #[tokio::test]
 async fn token_truncated_json() {
+    bounded::watchdog!();
     let body = r#"{"access_token":"AT-sekrit-trunc","token_type":"Bearer","expires_in":36"#;
     assert_eq!(invalid(body).await, InvalidResponse::Truncated);
 }
 
 #[tokio::test]
 async fn token_json_with_trailing_garbage() {
+    bounded::watchdog!();
     let body = format!("{} <html>", token_json("AT-sekrit-trailing", 3600));
     assert_eq!(invalid(&body).await, InvalidResponse::NotJson);
 }
 
 #[tokio::test]
 async fn token_json_not_an_object() {
+    bounded::watchdog!();
     assert_eq!(
         invalid(r#"["AT-sekrit-x"]"#).await,
         InvalidResponse::NotAnObject
@@ -290,6 +298,7 @@ async fn token_json_not_an_object() {
 
 #[tokio::test]
 async fn token_deeply_nested_json() {
+    bounded::watchdog!();
     let body = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
     let err = token_case(json200(&body), |b| b.max_response_bytes(64 * 1024)).await;
     assert_eq!(reason(&err), &InvalidResponse::NotJson);
@@ -297,6 +306,7 @@ async fn token_deeply_nested_json() {
 
 #[tokio::test]
 async fn token_invalid_utf8() {
+    bounded::watchdog!();
     let err = token_case(
         || {
             Reply::with(
@@ -317,24 +327,28 @@ async fn token_invalid_utf8() {
 
 #[tokio::test]
 async fn access_token_missing() {
+    bounded::watchdog!();
     let body = r#"{"token_type":"Bearer","expires_in":3600}"#;
     assert_eq!(invalid(body).await, InvalidResponse::MissingAccessToken);
 }
 
 #[tokio::test]
 async fn access_token_null() {
+    bounded::watchdog!();
     let body = r#"{"access_token":null,"token_type":"Bearer"}"#;
     assert_eq!(invalid(body).await, InvalidResponse::MissingAccessToken);
 }
 
 #[tokio::test]
 async fn access_token_empty() {
+    bounded::watchdog!();
     let body = r#"{"access_token":"","token_type":"Bearer","expires_in":3600}"#;
     assert_eq!(invalid(body).await, InvalidResponse::EmptyAccessToken);
 }
 
 #[tokio::test]
 async fn access_token_not_a_string() {
+    bounded::watchdog!();
     for value in [
         "42",
         "true",
@@ -362,32 +376,38 @@ async fn not_header_safe(json_string: &str) {
 
 #[tokio::test]
 async fn access_token_with_cr() {
+    bounded::watchdog!();
     not_header_safe(r"AT-sekrit-\rinjected").await;
 }
 
 #[tokio::test]
 async fn access_token_with_lf() {
+    bounded::watchdog!();
     not_header_safe(r"AT-sekrit-\nX-Injected: 1").await;
 }
 
 #[tokio::test]
 async fn access_token_with_crlf() {
+    bounded::watchdog!();
     not_header_safe(r"AT-sekrit-\r\nX-Injected: 1").await;
 }
 
 #[tokio::test]
 async fn access_token_with_nul() {
+    bounded::watchdog!();
     not_header_safe(r"AT-sekrit-\u0000tail").await;
 }
 
 #[tokio::test]
 async fn access_token_non_ascii() {
+    bounded::watchdog!();
     not_header_safe("AT-sekrit-tökén").await;
     not_header_safe(r"AT-sekrit-\u00e9").await;
 }
 
 #[tokio::test]
 async fn access_token_with_space_tab_or_del() {
+    bounded::watchdog!();
     not_header_safe("AT-sekrit- spaced").await;
     not_header_safe(r"AT-sekrit-\ttab").await;
     not_header_safe(r"AT-sekrit-\u007f").await;
@@ -395,6 +415,7 @@ async fn access_token_with_space_tab_or_del() {
 
 #[tokio::test]
 async fn refresh_token_not_a_string() {
+    bounded::watchdog!();
     let body = r#"{"access_token":"AT-sekrit-rt","token_type":"Bearer","refresh_token":7}"#;
     assert_eq!(invalid(body).await, InvalidResponse::InvalidRefreshToken);
 }
@@ -415,6 +436,7 @@ fn bad_expiry(problem: ExpiresInProblem) -> InvalidResponse {
 
 #[tokio::test]
 async fn expires_in_negative() {
+    bounded::watchdog!();
     assert_eq!(
         expires_in("-3600").await,
         bad_expiry(ExpiresInProblem::Negative)
@@ -431,6 +453,7 @@ async fn expires_in_negative() {
 
 #[tokio::test]
 async fn expires_in_zero() {
+    bounded::watchdog!();
     assert_eq!(expires_in("0").await, bad_expiry(ExpiresInProblem::Zero));
     assert_eq!(
         expires_in(r#""0""#).await,
@@ -440,6 +463,7 @@ async fn expires_in_zero() {
 
 #[tokio::test]
 async fn expires_in_fractional() {
+    bounded::watchdog!();
     assert_eq!(
         expires_in("1.5").await,
         bad_expiry(ExpiresInProblem::Fractional)
@@ -452,6 +476,7 @@ async fn expires_in_fractional() {
 
 #[tokio::test]
 async fn expires_in_huge() {
+    bounded::watchdog!();
     // 2^64, as a number and as a string; and far beyond.
     assert_eq!(
         expires_in("18446744073709551616").await,
@@ -474,11 +499,13 @@ async fn expires_in_huge() {
 /// A number too large even for a double is not valid JSON for the parser.
 #[tokio::test]
 async fn expires_in_beyond_double_range() {
+    bounded::watchdog!();
     assert_eq!(expires_in("1e400").await, InvalidResponse::NotJson);
 }
 
 #[tokio::test]
 async fn expires_in_not_a_number() {
+    bounded::watchdog!();
     assert_eq!(
         expires_in(r#""soon""#).await,
         bad_expiry(ExpiresInProblem::NotANumber)
@@ -507,6 +534,7 @@ async fn expires_in_not_a_number() {
 
 #[tokio::test]
 async fn token_type_mac() {
+    bounded::watchdog!();
     let body =
         r#"{"access_token":"AT-sekrit-mac","token_type":"mac","expires_in":3600,"mac_key":"k"}"#;
     assert_eq!(
@@ -517,6 +545,7 @@ async fn token_type_mac() {
 
 #[tokio::test]
 async fn token_type_not_a_string() {
+    bounded::watchdog!();
     let body = r#"{"access_token":"AT-sekrit-tt","token_type":5}"#;
     assert_eq!(
         invalid(body).await,
@@ -526,6 +555,7 @@ async fn token_type_not_a_string() {
 
 #[tokio::test]
 async fn token_type_very_long_is_cut() {
+    bounded::watchdog!();
     let long = "N".repeat(10_000);
     let body = format!(r#"{{"access_token":"AT-sekrit-long","token_type":"{long}"}}"#);
     assert_eq!(
@@ -536,6 +566,7 @@ async fn token_type_very_long_is_cut() {
 
 #[tokio::test]
 async fn rfc6749_error_body_with_200() {
+    bounded::watchdog!();
     let body =
         r#"{"error":"invalid_scope","error_description":"scope orders:write is not granted"}"#;
     let err = token_case(json200(body), defaults).await;
@@ -561,6 +592,7 @@ async fn rfc6749_error_body_with_200() {
 
 #[tokio::test]
 async fn error_json_with_non_standard_code() {
+    bounded::watchdog!();
     let err = token_case(
         || {
             Reply::json(
@@ -593,12 +625,14 @@ async fn error_json_with_non_standard_code() {
 
 #[tokio::test]
 async fn error_field_not_a_string() {
+    bounded::watchdog!();
     let body = r#"{"error":{"code":42},"message":"nope"}"#;
     assert_eq!(invalid(body).await, InvalidResponse::MissingAccessToken);
 }
 
 #[tokio::test]
 async fn server_error_html_page() {
+    bounded::watchdog!();
     let err = token_case(
         || {
             Reply::with(
@@ -622,6 +656,7 @@ async fn server_error_html_page() {
 
 #[tokio::test]
 async fn unavailable_with_retry_after() {
+    bounded::watchdog!();
     let err = token_case(
         || Reply::with(503, "text/plain", "busy").header("retry-after", "7"),
         defaults,
@@ -649,6 +684,7 @@ async fn unavailable_with_retry_after() {
 /// new token replaces the old one.
 #[tokio::test]
 async fn json_served_as_html_still_parses() {
+    bounded::watchdog!();
     capture();
     let server = Scripted::start(|n, _| {
         let token = format!("AT-sekrit-html-{n}");
@@ -676,6 +712,7 @@ async fn json_served_as_html_still_parses() {
 
 #[tokio::test]
 async fn html_served_as_json() {
+    bounded::watchdog!();
     let err = token_case(
         || Reply::with(200, "application/json", "<html><body>Sign in</body></html>"),
         defaults,
@@ -692,6 +729,7 @@ async fn html_served_as_json() {
 /// cap and drops the connection; the server could have sent forever.
 #[tokio::test]
 async fn body_over_the_cap_endless_stream() {
+    bounded::watchdog!();
     let stats = StreamStats::default();
     let flood = stats.clone();
     let err = token_case(
@@ -728,6 +766,7 @@ async fn body_over_the_cap_endless_stream() {
 /// announced length, before the body is read.
 #[tokio::test]
 async fn body_over_the_cap_announced_length() {
+    bounded::watchdog!();
     let stats = StreamStats::default();
     let flood = stats.clone();
     let err = token_case(
@@ -749,6 +788,7 @@ async fn body_over_the_cap_announced_length() {
 /// One byte over the cap is refused.
 #[tokio::test]
 async fn body_one_byte_over_the_cap() {
+    bounded::watchdog!();
     let body = padded_token(4097);
     let err = token_case(move || Reply::json(200, body.clone()), small_cap).await;
     assert!(
@@ -768,6 +808,7 @@ fn padded_token(len: usize) -> String {
 /// An answer of exactly the cap is read.
 #[tokio::test]
 async fn body_exactly_at_the_cap_is_read() {
+    bounded::watchdog!();
     capture();
     let body = padded_token(4096);
     assert_eq!(body.len(), 4096);
@@ -780,6 +821,7 @@ async fn body_exactly_at_the_cap_is_read() {
 /// No answer at all: `Error::Timeout` under the configured timeout.
 #[tokio::test]
 async fn response_never_starts() {
+    bounded::watchdog!();
     let err = token_case(|| Reply::Never, short_timeout).await;
     assert!(
         matches!(err, Error::Timeout { endpoint: Endpoint::Token, timeout } if timeout == Duration::from_millis(300)),
@@ -791,6 +833,7 @@ async fn response_never_starts() {
 /// Headers and the start of the body, then nothing, forever.
 #[tokio::test]
 async fn response_never_ends() {
+    bounded::watchdog!();
     let err = token_case(
         || streaming(200, Stall::after(r#"{"access_token":"AT-sekrit-stall","#)),
         short_timeout,
@@ -805,6 +848,7 @@ async fn response_never_ends() {
 /// An answer that trickles in slower than the timeout allows.
 #[tokio::test]
 async fn response_slower_than_the_timeout() {
+    bounded::watchdog!();
     let err = token_case(
         || {
             Reply::After(
@@ -820,6 +864,7 @@ async fn response_slower_than_the_timeout() {
 
 #[tokio::test]
 async fn connection_reset_mid_body() {
+    bounded::watchdog!();
     let bad = Raw::ThenReset(Raw::partial(200, r#"{"access_token":"AT-sekrit-cut"#));
     let err = raw_token_case(bad, defaults).await;
     assert!(
@@ -837,6 +882,7 @@ async fn connection_reset_mid_body() {
 
 #[tokio::test]
 async fn connection_closed_mid_body() {
+    bounded::watchdog!();
     let bad = Raw::ThenClose(Raw::partial(200, r#"{"access_token":"AT-sekrit-cut"#));
     let err = raw_token_case(bad, defaults).await;
     assert!(matches!(err, Error::Transport { .. }), "{err:?}");
@@ -844,6 +890,7 @@ async fn connection_closed_mid_body() {
 
 #[tokio::test]
 async fn answer_is_not_http() {
+    bounded::watchdog!();
     let bad = Raw::ThenClose(b"SSH-2.0-OpenSSH_9.6\r\n".to_vec());
     let err = raw_token_case(bad, defaults).await;
     assert!(matches!(err, Error::Transport { .. }), "{err:?}");
@@ -865,6 +912,7 @@ async fn elsewhere() -> Scripted {
 /// other host sees nothing (so neither the credentials nor anything else).
 #[tokio::test]
 async fn redirect_to_another_host() {
+    bounded::watchdog!();
     for status in [301u16, 302, 303, 307, 308] {
         let other = elsewhere().await;
         let location = other.url("/token");
@@ -890,6 +938,7 @@ async fn redirect_to_another_host() {
 
 #[tokio::test]
 async fn connection_refused() {
+    bounded::watchdog!();
     capture();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -905,6 +954,7 @@ async fn connection_refused() {
 /// arithmetic does not overflow (the cache caps it).
 #[tokio::test]
 async fn expires_in_u64_max_is_capped_not_overflowed() {
+    bounded::watchdog!();
     capture();
     let server = Scripted::start(|_, _| {
         Reply::json(
@@ -931,6 +981,7 @@ async fn expires_in_u64_max_is_capped_not_overflowed() {
 /// a panic, and the next fetch works.
 #[tokio::test]
 async fn panicking_token_source_is_aborted() {
+    bounded::watchdog!();
     capture();
     let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = calls.clone();
@@ -1004,6 +1055,7 @@ async fn revoke_err(reply: impl Fn() -> Reply + Send + Sync + 'static) -> Error 
 /// is (not JSON, HTML, empty).
 #[tokio::test]
 async fn revoke_2xx_with_any_body_is_success() {
+    bounded::watchdog!();
     for (status, ct, body) in [
         (200, "application/json", ""),
         (
@@ -1022,6 +1074,7 @@ async fn revoke_2xx_with_any_body_is_success() {
 
 #[tokio::test]
 async fn revoke_rfc6749_error_body_with_200() {
+    bounded::watchdog!();
     let err = revoke_err(|| Reply::json(200, r#"{"error":"invalid_client"}"#)).await;
     assert!(
         matches!(
@@ -1040,6 +1093,7 @@ async fn revoke_rfc6749_error_body_with_200() {
 
 #[tokio::test]
 async fn revoke_unsupported_token_type() {
+    bounded::watchdog!();
     let err = revoke_err(|| Reply::json(400, r#"{"error":"unsupported_token_type"}"#)).await;
     assert_eq!(err.oauth_code(), Some(&ErrorCode::UnsupportedTokenType));
     assert_eq!(err.status(), Some(StatusCode::BAD_REQUEST));
@@ -1047,6 +1101,7 @@ async fn revoke_unsupported_token_type() {
 
 #[tokio::test]
 async fn revoke_non_standard_error_code() {
+    bounded::watchdog!();
     let err = revoke_err(|| Reply::json(400, r#"{"error":"token_on_fire"}"#)).await;
     assert_eq!(
         err.oauth_code(),
@@ -1057,12 +1112,14 @@ async fn revoke_non_standard_error_code() {
 /// Error JSON served as `text/html` is still read as an OAuth error.
 #[tokio::test]
 async fn revoke_error_json_served_as_html() {
+    bounded::watchdog!();
     let err = revoke_err(|| Reply::with(400, "text/html", r#"{"error":"invalid_request"}"#)).await;
     assert_eq!(err.oauth_code(), Some(&ErrorCode::InvalidRequest));
 }
 
 #[tokio::test]
 async fn revoke_html_error_page() {
+    bounded::watchdog!();
     let err = revoke_err(|| Reply::with(500, "text/html", "<html><body>Oops</body></html>")).await;
     match &err {
         Error::Status {
@@ -1082,6 +1139,7 @@ async fn revoke_html_error_page() {
 
 #[tokio::test]
 async fn revoke_not_json_error() {
+    bounded::watchdog!();
     let err = revoke_err(|| Reply::with(401, "text/plain", "who are you")).await;
     assert!(
         matches!(
@@ -1098,6 +1156,7 @@ async fn revoke_not_json_error() {
 
 #[tokio::test]
 async fn revoke_truncated_error_json() {
+    bounded::watchdog!();
     let err = revoke_err(|| Reply::json(400, r#"{"error":"invalid_requ"#)).await;
     assert!(
         matches!(
@@ -1113,6 +1172,7 @@ async fn revoke_truncated_error_json() {
 
 #[tokio::test]
 async fn revoke_unavailable_with_retry_after() {
+    bounded::watchdog!();
     let err = revoke_err(|| {
         Reply::json(503, r#"{"error":"temporarily_unavailable"}"#).header("retry-after", "3")
     })
@@ -1134,6 +1194,7 @@ async fn revoke_unavailable_with_retry_after() {
 /// The server echoes the token and the client secret: both are redacted.
 #[tokio::test]
 async fn revoke_error_echoing_secrets_is_redacted() {
+    bounded::watchdog!();
     let form = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
     let description = format!(
         "token {GOOD} unknown to client secret {CLIENT_SECRET} ({})",
@@ -1159,6 +1220,7 @@ async fn revoke_error_echoing_secrets_is_redacted() {
 
 #[tokio::test]
 async fn revoke_body_over_the_cap() {
+    bounded::watchdog!();
     for status in [200, 500] {
         let stats = StreamStats::default();
         let flood = stats.clone();
@@ -1187,6 +1249,7 @@ async fn revoke_body_over_the_cap() {
 
 #[tokio::test]
 async fn revoke_response_never_ends() {
+    bounded::watchdog!();
     for reply in [0, 1] {
         let (result, _) = revoke_case(
             move || match reply {
@@ -1227,6 +1290,7 @@ async fn raw_revoke(raw: Raw) -> Error {
 
 #[tokio::test]
 async fn revoke_connection_reset_mid_body() {
+    bounded::watchdog!();
     let err = raw_revoke(Raw::ThenReset(Raw::partial(100, "{\"err"))).await;
     assert!(
         matches!(
@@ -1245,6 +1309,7 @@ async fn revoke_connection_reset_mid_body() {
 
 #[tokio::test]
 async fn revoke_connection_refused() {
+    bounded::watchdog!();
     capture();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -1267,6 +1332,7 @@ async fn revoke_connection_refused() {
 /// credentials.
 #[tokio::test]
 async fn revoke_redirect_to_another_host() {
+    bounded::watchdog!();
     for status in [302u16, 307, 308] {
         let other = elsewhere().await;
         let location = other.url("/revoke");
@@ -1285,6 +1351,7 @@ async fn revoke_redirect_to_another_host() {
 /// provider error with the envelope's code; a 2xx HTML page is success.
 #[tokio::test]
 async fn revoke_onelogin_envelopes() {
+    bounded::watchdog!();
     capture();
     let server = Scripted::start(|n, _| match n {
         1 => Reply::json(
@@ -1473,6 +1540,7 @@ fn plain_http_needs_loopback_or_explicit_permission() {
 /// echoes them; so do the configuration errors.
 #[tokio::test]
 async fn every_error_variant_is_free_of_secrets() {
+    bounded::watchdog!();
     capture();
     let form = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
     let basic = base64::engine::general_purpose::STANDARD.encode(format!(
@@ -1723,6 +1791,7 @@ async fn every_error_variant_is_free_of_secrets() {
 /// of the secrets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn captured_log_of_a_life_cycle_is_free_of_secrets() {
+    bounded::watchdog!();
     let capture = capture();
     let form = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
     let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1881,6 +1950,7 @@ async fn captured_log_of_a_life_cycle_is_free_of_secrets() {
 /// allow-list sends it without the token.
 #[tokio::test]
 async fn token_not_attached_to_a_redirect_target() {
+    bounded::watchdog!();
     capture();
     let other = elsewhere().await;
     let location = other.url("/landing");

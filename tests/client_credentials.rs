@@ -2,6 +2,7 @@
 //! wire (R10), how answers are read (R10, R14), transport rules (R12), and
 //! failures and backoff in the cache (R7).
 
+mod bounded;
 mod common;
 
 use base64::Engine as _;
@@ -48,6 +49,7 @@ async fn one_request(token: &TokenServer, source: ClientCredentials) -> common::
 /// (RFC 6749 §2.3.1), so a secret such as `a+b/c:d%e f` arrives intact.
 #[tokio::test]
 async fn basic_auth_encodes_secret_before_base64() {
+    bounded::watchdog!();
     let token = TokenServer::start().await;
     let seen = one_request(&token, common::source(&token)).await;
 
@@ -79,6 +81,7 @@ async fn basic_auth_encodes_secret_before_base64() {
 /// there is no Authorization header.
 #[tokio::test]
 async fn body_auth_sends_credentials_in_form() {
+    bounded::watchdog!();
     let token = TokenServer::start().await;
     let source = ClientCredentials::builder(token.url(), CLIENT_ID, CLIENT_SECRET)
         .auth(ClientAuth::RequestBody)
@@ -95,6 +98,7 @@ async fn body_auth_sends_credentials_in_form() {
 /// R10: a public client sends its id and no secret.
 #[tokio::test]
 async fn public_client_sends_id_only() {
+    bounded::watchdog!();
     let token = TokenServer::start().await;
     let source = ClientCredentials::builder(token.url(), CLIENT_ID, CLIENT_SECRET)
         .auth(ClientAuth::None)
@@ -112,6 +116,7 @@ async fn public_client_sends_id_only() {
 /// parameters arrive as form fields.
 #[tokio::test]
 async fn scope_audience_resource_and_params_arrive() {
+    bounded::watchdog!();
     let token = TokenServer::start().await;
     let source = ClientCredentials::builder(token.url(), CLIENT_ID, CLIENT_SECRET)
         .scope("orders:read orders:write")
@@ -147,6 +152,7 @@ fn expires_in_secs(layer: &TokenLayer) -> u64 {
 /// R10: `expires_in` as a numeric string is read as seconds.
 #[tokio::test]
 async fn expires_in_as_string_parses() {
+    bounded::watchdog!();
     let token = TokenServer::with(TokenBehaviour {
         expires_in: Some(serde_json::json!("3600")),
         ..TokenBehaviour::default()
@@ -162,6 +168,7 @@ async fn expires_in_as_string_parses() {
 /// the token is cached for it.
 #[tokio::test]
 async fn missing_expires_in_uses_default_lifetime() {
+    bounded::watchdog!();
     let token = TokenServer::with(TokenBehaviour {
         expires_in: None,
         ..TokenBehaviour::default()
@@ -182,6 +189,7 @@ async fn missing_expires_in_uses_default_lifetime() {
 /// API gets `Authorization: Bearer <token>`.
 #[tokio::test]
 async fn lower_case_bearer_token_type_is_accepted() {
+    bounded::watchdog!();
     let token = TokenServer::with(TokenBehaviour {
         token_type: Some(serde_json::json!("bearer")),
         ..TokenBehaviour::default()
@@ -201,6 +209,7 @@ async fn lower_case_bearer_token_type_is_accepted() {
 /// not called.
 #[tokio::test]
 async fn unsupported_token_type_is_a_typed_error() {
+    bounded::watchdog!();
     let token = TokenServer::with(TokenBehaviour {
         token_type: Some(serde_json::json!("mac")),
         ..TokenBehaviour::default()
@@ -224,6 +233,7 @@ async fn unsupported_token_type_is_a_typed_error() {
 /// API.
 #[tokio::test]
 async fn redirect_is_not_followed() {
+    bounded::watchdog!();
     for status in [302, 307] {
         let elsewhere = ApiServer::start().await;
         let token = TokenServer::start().await;
@@ -247,6 +257,7 @@ async fn redirect_is_not_followed() {
 /// R12: the token request times out.
 #[tokio::test]
 async fn slow_token_endpoint_times_out() {
+    bounded::watchdog!();
     let token = TokenServer::with(TokenBehaviour {
         delay: Duration::from_secs(30),
         ..TokenBehaviour::default()
@@ -264,6 +275,7 @@ async fn slow_token_endpoint_times_out() {
 /// R12: an answer larger than the cap is refused.
 #[tokio::test]
 async fn oversized_answer_is_refused() {
+    bounded::watchdog!();
     let token = TokenServer::start().await;
     let padding = "x".repeat(4096);
     token.set(|b| {
@@ -286,6 +298,7 @@ async fn oversized_answer_is_refused() {
 /// R14: an HTML error page with a 200 is a typed invalid response.
 #[tokio::test]
 async fn html_answer_is_invalid_response() {
+    bounded::watchdog!();
     let token = TokenServer::start().await;
     token.set(|b| {
         b.canned = Some(
@@ -313,6 +326,7 @@ async fn html_answer_is_invalid_response() {
 /// R7: an unreachable token endpoint is a typed transport error.
 #[tokio::test]
 async fn unreachable_endpoint_is_transport_error() {
+    bounded::watchdog!();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
@@ -328,6 +342,7 @@ async fn unreachable_endpoint_is_transport_error() {
 /// not retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_client_is_typed_and_not_retried() {
+    bounded::watchdog!();
     let token = TokenServer::start().await;
     token.set(|b| {
         b.canned = Some(
@@ -369,6 +384,7 @@ async fn invalid_client_is_typed_and_not_retried() {
 /// attempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_valid_token_fails_typed_without_calling_api() {
+    bounded::watchdog!();
     let token = TokenServer::start().await;
     token.set(|b| b.canned = Some(Canned::new(500, "upstream down")));
     let api = ApiServer::start().await;
@@ -437,6 +453,7 @@ fn max_attempts(backoff: Backoff, elapsed: Duration) -> usize {
 /// once the endpoint recovers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_with_valid_token_keeps_serving_within_backoff() {
+    bounded::watchdog!();
     let token = TokenServer::start().await;
     let api = ApiServer::start().await;
     let backoff = Backoff {

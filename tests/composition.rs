@@ -5,6 +5,7 @@
 //! sees a 401 only when the layer could not handle it), and with tower-http
 //! layers.
 
+mod bounded;
 mod common;
 
 use bytes::Bytes;
@@ -132,6 +133,7 @@ fn static_token_layer(fetches: Arc<AtomicUsize>) -> TokenLayer {
 
 #[tokio::test]
 async fn poll_ready_is_the_inner_services() {
+    bounded::watchdog!();
     let fetches = Arc::new(AtomicUsize::new(0));
     let gate = Gate::default();
     let mut svc = static_token_layer(fetches.clone()).layer(gate.clone());
@@ -247,6 +249,7 @@ fn check_run(statuses: &[StatusCode], tokens: &TokenServer, api: &ApiServer, lay
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_over_timeout_concurrency_limit_buffer() {
+    bounded::watchdog!();
     let (tokens, api) = servers().await;
     let layer = TokenLayer::new(source(&tokens));
     let svc = ServiceBuilder::new()
@@ -261,6 +264,7 @@ async fn token_over_timeout_concurrency_limit_buffer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buffer_concurrency_limit_timeout_over_token() {
+    bounded::watchdog!();
     let (tokens, api) = servers().await;
     let layer = TokenLayer::new(source(&tokens));
     let svc = ServiceBuilder::new()
@@ -343,6 +347,7 @@ async fn through_retry(
 
 #[tokio::test]
 async fn outer_retry_policy_does_not_see_a_401_the_layer_handled() {
+    bounded::watchdog!();
     // Even a policy that would retry a 401 never sees this one: the layer
     // replayed the request with a fresh token and got a 200.
     let (tokens, api) = servers().await;
@@ -360,6 +365,7 @@ async fn outer_retry_policy_does_not_see_a_401_the_layer_handled() {
 
 #[tokio::test]
 async fn outer_retry_policy_that_does_not_retry_401_sends_nothing_more() {
+    bounded::watchdog!();
     // The API rejects every token: the layer retries once, the caller gets
     // the 401, and a policy that does not retry 401s adds no request.
     let (tokens, api) = servers().await;
@@ -377,6 +383,7 @@ async fn outer_retry_policy_that_does_not_retry_401_sends_nothing_more() {
 
 #[tokio::test]
 async fn outer_retry_policy_that_retries_401_gets_what_it_asked_for() {
+    bounded::watchdog!();
     // A policy that retries a 401 once. The layer's own attempt and retry
     // both got a 401: the API rejected two tokens in a row, so the cache
     // backs off, and the policy's second attempt fails at once with
@@ -412,6 +419,7 @@ async fn outer_retry_policy_that_retries_401_gets_what_it_asked_for() {
 
 #[tokio::test]
 async fn works_with_tower_http_layers_on_either_side() {
+    bounded::watchdog!();
     let (tokens, api) = servers().await;
     let layer = TokenLayer::new(source(&tokens));
     let svc = ServiceBuilder::new()

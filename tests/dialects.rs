@@ -3,6 +3,8 @@
 //! endpoint), OneLogin (token and revoke), and the RFC preset. Every request
 //! is compared field by field with the providers' documents (R9, R10).
 
+mod bounded;
+
 use axum::extract::Request;
 use base64::Engine as _;
 use bytes::Bytes;
@@ -113,6 +115,7 @@ const FORM: &str = "application/x-www-form-urlencoded";
 
 #[tokio::test]
 async fn kopokopo_token_request_matches_the_seed() {
+    bounded::watchdog!();
     let server = Server::start(|_| {
         ok(r#"{"access_token":"k2-token","token_type":"Bearer","created_at":1600000000}"#)
     })
@@ -142,6 +145,7 @@ async fn kopokopo_token_request_matches_the_seed() {
 
 #[tokio::test]
 async fn kopokopo_never_uses_a_refresh_grant() {
+    bounded::watchdog!();
     let server = Server::start(|_| ok(r#"{"access_token":"k2","expires_in":3600}"#)).await;
     let source = ProviderSource::kopokopo(&server.base, K2_ID, K2_SECRET)
         .build()
@@ -156,6 +160,7 @@ async fn kopokopo_never_uses_a_refresh_grant() {
 
 #[tokio::test]
 async fn kopokopo_revoke_request_matches_the_seed() {
+    bounded::watchdog!();
     let server = Server::start(|_| ok("")).await;
     let revoke = RevokeService::kopokopo(&server.base, K2_ID, K2_SECRET)
         .build()
@@ -182,6 +187,7 @@ async fn kopokopo_revoke_request_matches_the_seed() {
 
 #[tokio::test]
 async fn kopokopo_preset_fetches_and_revokes() {
+    bounded::watchdog!();
     let server = Server::start(|seen| match seen.path.as_str() {
         "/oauth/token" => {
             ok(r#"{"access_token":"k2-token","token_type":"Bearer","expires_in":3600}"#)
@@ -207,6 +213,7 @@ async fn kopokopo_preset_fetches_and_revokes() {
 
 #[tokio::test]
 async fn korap_public_client_revoke_sends_no_secret() {
+    bounded::watchdog!();
     let server = Server::start(|_| ok("")).await;
     let revoke = RevokeService::korap(
         server.url("/api/v1.0"),
@@ -235,6 +242,7 @@ async fn korap_public_client_revoke_sends_no_secret() {
 
 #[tokio::test]
 async fn korap_confidential_client_revokes_a_refresh_token() {
+    bounded::watchdog!();
     let server = Server::start(|_| ok("")).await;
     let revoke = RevokeService::korap(
         server.url("/api/v1.0/"),
@@ -263,6 +271,7 @@ async fn korap_confidential_client_revokes_a_refresh_token() {
 
 #[tokio::test]
 async fn korap_preset_uses_the_standard_token_endpoint() {
+    bounded::watchdog!();
     let server = Server::start(|seen| match seen.path.as_str() {
         "/api/v1.0/oauth2/token" => ok(
             r#"{"access_token":"ka","token_type":"Bearer","expires_in":600,"refresh_token":"kr"}"#,
@@ -318,6 +327,7 @@ fn envelope(code: u16, kind: &str, message: &str) -> Reply {
 
 #[tokio::test]
 async fn onelogin_token_request_and_plain_answer() {
+    bounded::watchdog!();
     let server = Server::start(|_| ok(OL_TOKEN)).await;
     let source = ProviderSource::onelogin(&server.base, "ol-id", "ol-secret")
         .build()
@@ -340,6 +350,7 @@ async fn onelogin_token_request_and_plain_answer() {
 
 #[tokio::test]
 async fn onelogin_data_envelope_token_parses() {
+    bounded::watchdog!();
     let server = Server::start(|_| {
         ok(r#"{"status":{"error":false,"code":200,"type":"success","message":"Success"},
                "data":[{"access_token":"v1-access","refresh_token":"v1-refresh","token_type":"bearer","expires_in":36000,"account_id":1}]}"#)
@@ -355,6 +366,7 @@ async fn onelogin_data_envelope_token_parses() {
 
 #[tokio::test]
 async fn onelogin_refresh_grant_falls_back_on_401() {
+    bounded::watchdog!();
     let server = Server::start(|seen| {
         if seen.json()["grant_type"] == "refresh_token" {
             envelope(401, "Unauthorized", "Authentication Failure")
@@ -382,6 +394,7 @@ async fn onelogin_refresh_grant_falls_back_on_401() {
 
 #[tokio::test]
 async fn onelogin_refresh_grant_succeeds_without_fallback() {
+    bounded::watchdog!();
     let server = Server::start(|_| ok(OL_TOKEN)).await;
     let source = ProviderSource::onelogin(&server.base, "ol-id", "ol-secret")
         .build()
@@ -394,6 +407,7 @@ async fn onelogin_refresh_grant_succeeds_without_fallback() {
 
 #[tokio::test]
 async fn onelogin_token_failure_is_typed() {
+    bounded::watchdog!();
     let server = Server::start(|_| envelope(401, "Unauthorized", "Authentication Failure")).await;
     let source = ProviderSource::onelogin(&server.base, "ol-id", "ol-secret")
         .build()
@@ -415,6 +429,7 @@ async fn onelogin_token_failure_is_typed() {
 
 #[tokio::test]
 async fn onelogin_revoke_request_matches_the_seed() {
+    bounded::watchdog!();
     let server = Server::start(|_| envelope(200, "success", "Success")).await;
     let revoke = RevokeService::onelogin(&server.base, "ol-id", "ol-secret")
         .build()
@@ -435,6 +450,7 @@ async fn onelogin_revoke_request_matches_the_seed() {
 
 #[tokio::test]
 async fn onelogin_preset_revokes_the_pair_with_the_access_token() {
+    bounded::watchdog!();
     let server = Server::start(|seen| match seen.path.as_str() {
         "/auth/oauth2/v2/token" => ok(OL_TOKEN),
         _ => envelope(200, "success", "Success"),
@@ -453,6 +469,7 @@ async fn onelogin_preset_revokes_the_pair_with_the_access_token() {
 
 #[tokio::test]
 async fn rfc_preset_uses_basic_for_both_endpoints() {
+    bounded::watchdog!();
     let server = Server::start(|seen| match seen.path.as_str() {
         "/token" => ok(
             r#"{"access_token":"ra","token_type":"Bearer","expires_in":60,"refresh_token":"rr"}"#,
@@ -496,6 +513,7 @@ async fn rfc_preset_uses_basic_for_both_endpoints() {
 
 #[tokio::test]
 async fn rfc_preset_with_body_auth() {
+    bounded::watchdog!();
     let server = Server::start(|seen| match seen.path.as_str() {
         "/token" => ok(r#"{"access_token":"ra","expires_in":60}"#),
         _ => ok(""),

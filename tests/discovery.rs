@@ -1,6 +1,8 @@
 //! Discovery against an in-process metadata document: the token and
 //! revocation endpoints and the client authentication come from it (R11).
 
+mod bounded;
+
 use axum::extract::Request;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -93,6 +95,7 @@ fn not_found() -> (StatusCode, String) {
 
 #[tokio::test]
 async fn rfc8414_document_gives_endpoints_and_auth() {
+    bounded::watchdog!();
     let server = Server::start(|base, seen| match seen.path.as_str() {
         "/.well-known/oauth-authorization-server" => (
             StatusCode::OK,
@@ -165,6 +168,7 @@ async fn rfc8414_document_gives_endpoints_and_auth() {
 
 #[tokio::test]
 async fn absent_auth_methods_mean_basic() {
+    bounded::watchdog!();
     let server = Server::start(|base, seen| match seen.path.as_str() {
         "/.well-known/oauth-authorization-server" => {
             (StatusCode::OK, document(base, base, json!({})))
@@ -191,6 +195,7 @@ async fn absent_auth_methods_mean_basic() {
 
 #[tokio::test]
 async fn falls_back_to_openid_configuration_for_an_issuer_with_a_path() {
+    bounded::watchdog!();
     let server = Server::start(|base, seen| match seen.path.as_str() {
         "/tenant/a/.well-known/openid-configuration" => (
             StatusCode::OK,
@@ -222,6 +227,7 @@ async fn falls_back_to_openid_configuration_for_an_issuer_with_a_path() {
 
 #[tokio::test]
 async fn an_unusable_document_is_skipped_and_reported() {
+    bounded::watchdog!();
     let server = Server::start(|base, seen| match seen.path.as_str() {
         "/.well-known/oauth-authorization-server" => (StatusCode::OK, "<html>login</html>".into()),
         "/.well-known/openid-configuration" => (StatusCode::OK, document(base, base, json!({}))),
@@ -248,6 +254,7 @@ async fn an_unusable_document_is_skipped_and_reported() {
 
 #[tokio::test]
 async fn a_document_for_another_issuer_is_rejected() {
+    bounded::watchdog!();
     let server = Server::start(|base, seen| match seen.path.as_str() {
         "/.well-known/oauth-authorization-server" => (
             StatusCode::OK,
@@ -272,6 +279,7 @@ async fn a_document_for_another_issuer_is_rejected() {
 
 #[tokio::test]
 async fn nothing_found_is_a_404_status() {
+    bounded::watchdog!();
     let server = Server::start(|_, _| not_found()).await;
     let err = discover(&server.base).await.unwrap_err();
     assert_eq!(err.status(), Some(StatusCode::NOT_FOUND));
@@ -280,6 +288,7 @@ async fn nothing_found_is_a_404_status() {
 
 #[tokio::test]
 async fn plain_http_issuer_on_another_host_is_refused() {
+    bounded::watchdog!();
     let err = discover("http://as.example").await.unwrap_err();
     assert!(
         matches!(

@@ -6,6 +6,7 @@
 //! Every server is real HTTP on loopback; the revoke-on-exit tests run the
 //! client in a child process (this test binary, started again).
 
+mod bounded;
 mod common;
 
 use axum::Router;
@@ -18,7 +19,6 @@ use common::{
 use http::{Request, StatusCode};
 use http_body_util::{Empty, Full};
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,16 +28,6 @@ use tower_token::cache::Backoff;
 use tower_token::dialect::Credentials;
 use tower_token::http_client::TowerClient;
 use tower_token::{ClientCredentials, ConfigError, Error, RevokeService, Token, TokenLayer};
-
-/// Every async test here runs under this bound: a regression that hangs
-/// fails the test instead of stalling the suite.
-async fn bounded<F: Future>(limit: Duration, test: F) -> F::Output {
-    tokio::time::timeout(limit, test)
-        .await
-        .unwrap_or_else(|_| panic!("test timed out after {limit:?}"))
-}
-
-const LIMIT: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------
 // A revocation endpoint that records what it was sent
@@ -146,27 +136,23 @@ async fn fifty_requests_through_one_bounded_stack<S>(
 
 #[tokio::test]
 async fn the_token_endpoint_behind_the_same_concurrency_limit_is_reached() {
-    bounded(LIMIT, async {
-        let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
-        let stack = ServiceBuilder::new()
-            .map_err(tower_token::BoxError::from)
-            .concurrency_limit(1)
-            .service(http_client::<Full<Bytes>>());
-        fifty_requests_through_one_bounded_stack(stack, &tokens, &api).await;
-    })
-    .await
+    bounded::watchdog!();
+    let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
+    let stack = ServiceBuilder::new()
+        .map_err(tower_token::BoxError::from)
+        .concurrency_limit(1)
+        .service(http_client::<Full<Bytes>>());
+    fifty_requests_through_one_bounded_stack(stack, &tokens, &api).await;
 }
 
 #[tokio::test]
 async fn the_token_endpoint_behind_the_same_buffer_is_reached() {
-    bounded(LIMIT, async {
-        let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
-        let stack = ServiceBuilder::new()
-            .buffer(1)
-            .service(http_client::<Full<Bytes>>());
-        fifty_requests_through_one_bounded_stack(stack, &tokens, &api).await;
-    })
-    .await
+    bounded::watchdog!();
+    let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
+    let stack = ServiceBuilder::new()
+        .buffer(1)
+        .service(http_client::<Full<Bytes>>());
+    fifty_requests_through_one_bounded_stack(stack, &tokens, &api).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -175,124 +161,120 @@ async fn the_token_endpoint_behind_the_same_buffer_is_reached() {
 
 #[tokio::test]
 async fn an_api_that_rejects_every_token_gets_fetches_only_as_the_backoff_allows() {
-    bounded(LIMIT, async {
-        let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
-        api.set(|b| b.reject_all = true);
-        let backoff = Backoff {
-            initial: Duration::from_millis(200),
-            max: Duration::from_millis(800),
-        };
-        let layer = TokenLayer::builder(source(&tokens))
-            .backoff(backoff)
-            .build()
-            .unwrap();
-        let svc = layer.layer(http_client::<Full<Bytes>>());
+    bounded::watchdog!();
+    let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
+    api.set(|b| b.reject_all = true);
+    let backoff = Backoff {
+        initial: Duration::from_millis(200),
+        max: Duration::from_millis(800),
+    };
+    let layer = TokenLayer::builder(source(&tokens))
+        .backoff(backoff)
+        .build()
+        .unwrap();
+    let svc = layer.layer(http_client::<Full<Bytes>>());
 
-        let started = Instant::now();
-        let mut unauthorized = 0;
-        let mut rejected_errors = 0;
-        for i in 0..100 {
-            match send(&svc, get(api.url(&format!("/{i}")))).await {
-                Ok((status, _)) => {
-                    assert_eq!(status, StatusCode::UNAUTHORIZED);
-                    unauthorized += 1;
-                }
-                Err(err) => {
-                    assert!(
-                        matches!(token_error(&err), Error::TokenRejected { .. }),
-                        "{err}"
-                    );
-                    rejected_errors += 1;
-                }
+    let started = Instant::now();
+    let mut unauthorized = 0;
+    let mut rejected_errors = 0;
+    for i in 0..100 {
+        match send(&svc, get(api.url(&format!("/{i}")))).await {
+            Ok((status, _)) => {
+                assert_eq!(status, StatusCode::UNAUTHORIZED);
+                unauthorized += 1;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let elapsed = started.elapsed();
-
-        // The bound, from the backoff: the first token and its immediate
-        // successor, then one fetch per backoff period. The n-th backoff
-        // (n ≥ 1) lasts at least half of min(initial × 2ⁿ⁻¹, max).
-        let mut bound = 2;
-        let mut waited = Duration::ZERO;
-        for n in 1.. {
-            let ceiling = backoff
-                .initial
-                .saturating_mul(1 << (n - 1).min(16))
-                .min(backoff.max);
-            waited += ceiling / 2;
-            if waited > elapsed {
-                break;
+            Err(err) => {
+                assert!(
+                    matches!(token_error(&err), Error::TokenRejected { .. }),
+                    "{err}"
+                );
+                rejected_errors += 1;
             }
-            bound += 1;
         }
-        let fetched = tokens.hits();
-        assert!(
-            fetched <= bound,
-            "{fetched} token requests in {elapsed:?}; the backoff allows {bound}"
-        );
-        assert!(fetched >= 3, "the cache kept trying: {fetched}");
-        assert_eq!(unauthorized + rejected_errors, 100);
-        assert_eq!(layer.stats().tokens_rejected as usize, fetched);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
 
-        // No request carried a token that the API had already rejected:
-        // every token went out once (the API rejects each one it sees).
-        let mut by_token: HashMap<String, usize> = HashMap::new();
-        for request in api.requests() {
-            *by_token
-                .entry(request.token().unwrap().to_owned())
-                .or_default() += 1;
+    // The bound, from the backoff: the first token and its immediate
+    // successor, then one fetch per backoff period. The n-th backoff
+    // (n ≥ 1) lasts at least half of min(initial × 2ⁿ⁻¹, max).
+    let mut bound = 2;
+    let mut waited = Duration::ZERO;
+    for n in 1.. {
+        let ceiling = backoff
+            .initial
+            .saturating_mul(1 << (n - 1).min(16))
+            .min(backoff.max);
+        waited += ceiling / 2;
+        if waited > elapsed {
+            break;
         }
-        assert!(
-            by_token.values().all(|&n| n == 1),
-            "a rejected token was sent again: {by_token:?}"
-        );
-        assert_eq!(by_token.len(), fetched);
+        bound += 1;
+    }
+    let fetched = tokens.hits();
+    assert!(
+        fetched <= bound,
+        "{fetched} token requests in {elapsed:?}; the backoff allows {bound}"
+    );
+    assert!(fetched >= 3, "the cache kept trying: {fetched}");
+    assert_eq!(unauthorized + rejected_errors, 100);
+    assert_eq!(layer.stats().tokens_rejected as usize, fetched);
 
-        // The API accepts tokens again: once the backoff has passed, the
-        // next request succeeds.
-        api.set(|b| b.reject_all = false);
-        tokio::time::sleep(backoff.max).await;
-        let (status, _) = send(&svc, get(api.url("/after"))).await.unwrap();
-        assert_eq!(status, StatusCode::OK);
-        // The streak is over: a later rejection refreshes at once again.
-        let next = api.requests().last().unwrap().token().unwrap().to_owned();
-        api.reject(&next);
-        let (status, _) = send(&svc, get(api.url("/again"))).await.unwrap();
-        assert_eq!(status, StatusCode::OK, "a single rejection is retried");
-    })
-    .await
+    // No request carried a token that the API had already rejected:
+    // every token went out once (the API rejects each one it sees).
+    let mut by_token: HashMap<String, usize> = HashMap::new();
+    for request in api.requests() {
+        *by_token
+            .entry(request.token().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert!(
+        by_token.values().all(|&n| n == 1),
+        "a rejected token was sent again: {by_token:?}"
+    );
+    assert_eq!(by_token.len(), fetched);
+
+    // The API accepts tokens again: once the backoff has passed, the
+    // next request succeeds.
+    api.set(|b| b.reject_all = false);
+    tokio::time::sleep(backoff.max).await;
+    let (status, _) = send(&svc, get(api.url("/after"))).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    // The streak is over: a later rejection refreshes at once again.
+    let next = api.requests().last().unwrap().token().unwrap().to_owned();
+    api.reject(&next);
+    let (status, _) = send(&svc, get(api.url("/again"))).await.unwrap();
+    assert_eq!(status, StatusCode::OK, "a single rejection is retried");
 }
 
 #[tokio::test]
 async fn a_401_on_the_retry_drops_the_token_the_retry_carried() {
-    bounded(LIMIT, async {
-        let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
-        api.reject("tok-1");
-        api.reject("tok-2");
-        let layer = TokenLayer::new(source(&tokens));
-        let svc = layer.layer(http_client::<Full<Bytes>>());
-        let (status, _) = send(&svc, get(api.url("/a"))).await.unwrap();
-        assert_eq!(status, StatusCode::UNAUTHORIZED);
-        let seen: Vec<_> = api
-            .requests()
-            .iter()
-            .map(|r| r.token().unwrap().to_owned())
-            .collect();
-        assert_eq!(seen, ["tok-1", "tok-2"]);
-        assert_eq!(layer.stats().tokens_rejected, 2);
-        // tok-2 is never sent again: the next request waits for the
-        // backoff, then carries tok-3.
-        let err = send(&svc, get(api.url("/b"))).await.unwrap_err();
-        assert!(matches!(
-            token_error(&err),
-            Error::TokenRejected { consecutive: 2 }
-        ));
-        tokio::time::sleep(Backoff::default().initial).await;
-        let (status, _) = send(&svc, get(api.url("/c"))).await.unwrap();
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(api.requests().last().unwrap().token(), Some("tok-3"));
-    })
-    .await
+    bounded::watchdog!();
+    let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
+    api.reject("tok-1");
+    api.reject("tok-2");
+    let layer = TokenLayer::new(source(&tokens));
+    let svc = layer.layer(http_client::<Full<Bytes>>());
+    let (status, _) = send(&svc, get(api.url("/a"))).await.unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let seen: Vec<_> = api
+        .requests()
+        .iter()
+        .map(|r| r.token().unwrap().to_owned())
+        .collect();
+    assert_eq!(seen, ["tok-1", "tok-2"]);
+    assert_eq!(layer.stats().tokens_rejected, 2);
+    // tok-2 is never sent again: the next request waits for the
+    // backoff, then carries tok-3.
+    let err = send(&svc, get(api.url("/b"))).await.unwrap_err();
+    assert!(matches!(
+        token_error(&err),
+        Error::TokenRejected { consecutive: 2 }
+    ));
+    tokio::time::sleep(Backoff::default().initial).await;
+    let (status, _) = send(&svc, get(api.url("/c"))).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(api.requests().last().unwrap().token(), Some("tok-3"));
 }
 
 // ---------------------------------------------------------------------------
@@ -301,46 +283,44 @@ async fn a_401_on_the_retry_drops_the_token_the_retry_carried() {
 
 #[tokio::test]
 async fn shutdown_during_a_background_refresh_revokes_every_token() {
-    bounded(LIMIT, async {
-        let tokens = TokenServer::start().await;
-        let revoker = Revoker::start().await;
-        tokens.set(|b| b.refresh_token = Some("rt-1".into()));
-        let layer = TokenLayer::builder(source(&tokens))
-            // The whole lifetime is the refresh-ahead window.
-            .refresh_ahead(1.0)
-            .revoker(revoker.service())
-            .build()
-            .unwrap();
-        let cache = layer.cache().clone();
-        assert_eq!(cache.token().await.unwrap().secret(), "tok-1");
+    bounded::watchdog!();
+    let tokens = TokenServer::start().await;
+    let revoker = Revoker::start().await;
+    tokens.set(|b| b.refresh_token = Some("rt-1".into()));
+    let layer = TokenLayer::builder(source(&tokens))
+        // The whole lifetime is the refresh-ahead window.
+        .refresh_ahead(1.0)
+        .revoker(revoker.service())
+        .build()
+        .unwrap();
+    let cache = layer.cache().clone();
+    assert_eq!(cache.token().await.unwrap().secret(), "tok-1");
 
-        // The next call starts a background refresh, held at the server.
-        tokens.close_gate();
-        assert_eq!(cache.token().await.unwrap().secret(), "tok-1");
-        tokens.wait_hits(2).await;
+    // The next call starts a background refresh, held at the server.
+    tokens.close_gate();
+    assert_eq!(cache.token().await.unwrap().secret(), "tok-1");
+    tokens.wait_hits(2).await;
 
-        let shutdown = tokio::spawn({
-            let cache = cache.clone();
-            async move { cache.shutdown().await }
-        });
-        eventually("tok-1 revoked", || {
-            revoker.revoked().contains(&"tok-1".to_owned())
-        })
-        .await;
-        tokens.open_gate();
-        shutdown.await.unwrap().unwrap();
-
-        let revoked = revoker.revoked();
-        for token in tokens.issued() {
-            assert!(revoked.contains(&token), "{token} not revoked: {revoked:?}");
-        }
-        assert!(revoked.contains(&"rt-1".to_owned()), "{revoked:?}");
-        assert_eq!(tokens.issued(), ["tok-1", "tok-2"]);
-        assert_eq!(layer.stats().token_expires_at, None, "the cache is empty");
-        // Still usable: a later request fetches a new token.
-        assert_eq!(cache.token().await.unwrap().secret(), "tok-3");
+    let shutdown = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.shutdown().await }
+    });
+    eventually("tok-1 revoked", || {
+        revoker.revoked().contains(&"tok-1".to_owned())
     })
-    .await
+    .await;
+    tokens.open_gate();
+    shutdown.await.unwrap().unwrap();
+
+    let revoked = revoker.revoked();
+    for token in tokens.issued() {
+        assert!(revoked.contains(&token), "{token} not revoked: {revoked:?}");
+    }
+    assert!(revoked.contains(&"rt-1".to_owned()), "{revoked:?}");
+    assert_eq!(tokens.issued(), ["tok-1", "tok-2"]);
+    assert_eq!(layer.stats().token_expires_at, None, "the cache is empty");
+    // Still usable: a later request fetches a new token.
+    assert_eq!(cache.token().await.unwrap().secret(), "tok-3");
 }
 
 // ---------------------------------------------------------------------------
@@ -431,41 +411,35 @@ async fn run_child(flavor: &str, tokens: &TokenServer, revoker: &Revoker) -> Dur
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_last_handle_at_the_end_of_a_current_thread_main_revokes() {
-    bounded(LIMIT, async {
-        let (tokens, revoker) = (TokenServer::start().await, Revoker::start().await);
-        run_child("current_thread", &tokens, &revoker).await;
-        assert_eq!(revoker.revoked(), ["tok-1"]);
-    })
-    .await
+    bounded::watchdog!();
+    let (tokens, revoker) = (TokenServer::start().await, Revoker::start().await);
+    run_child("current_thread", &tokens, &revoker).await;
+    assert_eq!(revoker.revoked(), ["tok-1"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_last_handle_at_the_end_of_a_multi_thread_main_revokes() {
-    bounded(LIMIT, async {
-        let (tokens, revoker) = (TokenServer::start().await, Revoker::start().await);
-        run_child("multi_thread", &tokens, &revoker).await;
-        assert_eq!(revoker.revoked(), ["tok-1"]);
-    })
-    .await
+    bounded::watchdog!();
+    let (tokens, revoker) = (TokenServer::start().await, Revoker::start().await);
+    run_child("multi_thread", &tokens, &revoker).await;
+    assert_eq!(revoker.revoked(), ["tok-1"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_endpoint_that_never_answers_delays_exit_by_the_bounded_wait_only() {
-    bounded(LIMIT, async {
-        let (tokens, revoker) = (TokenServer::start().await, Revoker::start().await);
-        revoker.state.silent.store(true, Ordering::SeqCst);
-        for flavor in ["current_thread", "multi_thread"] {
-            let exit_after = run_child(flavor, &tokens, &revoker).await;
-            // The default bounded wait is 2 s; 1 s more for the process
-            // to end.
-            assert!(
-                exit_after < Duration::from_secs(3),
-                "{flavor}: exited {exit_after:?} after the drop"
-            );
-        }
-        assert!(!revoker.revoked().is_empty(), "the revocation was sent");
-    })
-    .await
+    bounded::watchdog!();
+    let (tokens, revoker) = (TokenServer::start().await, Revoker::start().await);
+    revoker.state.silent.store(true, Ordering::SeqCst);
+    for flavor in ["current_thread", "multi_thread"] {
+        let exit_after = run_child(flavor, &tokens, &revoker).await;
+        // The default bounded wait is 2 s; 1 s more for the process
+        // to end.
+        assert!(
+            exit_after < Duration::from_secs(3),
+            "{flavor}: exited {exit_after:?} after the drop"
+        );
+    }
+    assert!(!revoker.revoked().is_empty(), "the revocation was sent");
 }
 
 // ---------------------------------------------------------------------------
@@ -474,83 +448,81 @@ async fn a_revocation_endpoint_that_never_answers_delays_exit_by_the_bounded_wai
 
 #[tokio::test]
 async fn extreme_settings_neither_panic_nor_abort() {
-    bounded(LIMIT, async {
-        let failing = || {
-            tower_token::source::from_fn(|_| async {
-                Err::<Token, _>(std::io::Error::other("token endpoint down"))
-            })
-        };
-        let working = || {
-            tower_token::source::from_fn(|_| async {
-                Ok::<_, std::io::Error>(Token::new("t").with_expires_in(Duration::from_secs(60)))
-            })
-        };
-        let backoffs = [
-            Backoff {
-                initial: Duration::MAX,
-                max: Duration::MAX,
-            },
-            Backoff {
-                initial: Duration::MAX,
-                max: Duration::ZERO,
-            },
-            Backoff {
-                initial: Duration::ZERO,
-                max: Duration::MAX,
-            },
-        ];
-        for backoff in backoffs {
-            // A failed fetch computes the backoff deadline.
-            let layer = TokenLayer::builder(failing())
-                .backoff(backoff)
-                .build()
-                .unwrap();
-            for _ in 0..3 {
-                let err = layer.cache().token().await.unwrap_err();
-                assert!(matches!(err, Error::Source(_)), "{err}");
-            }
+    bounded::watchdog!();
+    let failing = || {
+        tower_token::source::from_fn(|_| async {
+            Err::<Token, _>(std::io::Error::other("token endpoint down"))
+        })
+    };
+    let working = || {
+        tower_token::source::from_fn(|_| async {
+            Ok::<_, std::io::Error>(Token::new("t").with_expires_in(Duration::from_secs(60)))
+        })
+    };
+    let backoffs = [
+        Backoff {
+            initial: Duration::MAX,
+            max: Duration::MAX,
+        },
+        Backoff {
+            initial: Duration::MAX,
+            max: Duration::ZERO,
+        },
+        Backoff {
+            initial: Duration::ZERO,
+            max: Duration::MAX,
+        },
+    ];
+    for backoff in backoffs {
+        // A failed fetch computes the backoff deadline.
+        let layer = TokenLayer::builder(failing())
+            .backoff(backoff)
+            .build()
+            .unwrap();
+        for _ in 0..3 {
+            let err = layer.cache().token().await.unwrap_err();
+            assert!(matches!(err, Error::Source(_)), "{err}");
         }
-        for d in [Duration::MAX, Duration::ZERO, Duration::from_nanos(1)] {
-            let layer = TokenLayer::builder(working())
-                .leeway(d)
-                .refresh_ahead(f64::MAX)
-                .revoke_on_drop_timeout(d)
-                .build()
-                .unwrap();
-            assert_eq!(layer.cache().token().await.unwrap().secret(), "t");
-            for fetch_timeout in [Duration::MAX, Duration::from_nanos(1)] {
-                let layer = TokenLayer::builder(working())
-                    .default_lifetime(Duration::MAX)
-                    .fetch_timeout(fetch_timeout)
-                    .build()
-                    .unwrap();
-                let _ = layer.cache().token().await;
-            }
-        }
-        // Values that make no sense are typed errors.
-        for (builder, setting) in [
-            (
-                TokenLayer::builder(working()).fetch_timeout(Duration::ZERO),
-                "fetch_timeout",
-            ),
-            (
-                TokenLayer::builder(working()).default_lifetime(Duration::ZERO),
-                "default_lifetime",
-            ),
-        ] {
-            match builder.build() {
-                Err(ConfigError::OutOfRange { setting: s, .. }) => assert_eq!(s, setting),
-                other => panic!("{setting}: {other:?}"),
-            }
-        }
-        // A token whose lifetime is the largest a server can state.
-        let layer = TokenLayer::new(tower_token::source::from_fn(|_| async {
-            Ok::<_, std::io::Error>(Token::new("t").with_expires_in(Duration::MAX))
-        }));
+    }
+    for d in [Duration::MAX, Duration::ZERO, Duration::from_nanos(1)] {
+        let layer = TokenLayer::builder(working())
+            .leeway(d)
+            .refresh_ahead(f64::MAX)
+            .revoke_on_drop_timeout(d)
+            .build()
+            .unwrap();
         assert_eq!(layer.cache().token().await.unwrap().secret(), "t");
-        assert!(layer.stats().token_expires_at.is_some());
-    })
-    .await
+        for fetch_timeout in [Duration::MAX, Duration::from_nanos(1)] {
+            let layer = TokenLayer::builder(working())
+                .default_lifetime(Duration::MAX)
+                .fetch_timeout(fetch_timeout)
+                .build()
+                .unwrap();
+            let _ = layer.cache().token().await;
+        }
+    }
+    // Values that make no sense are typed errors.
+    for (builder, setting) in [
+        (
+            TokenLayer::builder(working()).fetch_timeout(Duration::ZERO),
+            "fetch_timeout",
+        ),
+        (
+            TokenLayer::builder(working()).default_lifetime(Duration::ZERO),
+            "default_lifetime",
+        ),
+    ] {
+        match builder.build() {
+            Err(ConfigError::OutOfRange { setting: s, .. }) => assert_eq!(s, setting),
+            other => panic!("{setting}: {other:?}"),
+        }
+    }
+    // A token whose lifetime is the largest a server can state.
+    let layer = TokenLayer::new(tower_token::source::from_fn(|_| async {
+        Ok::<_, std::io::Error>(Token::new("t").with_expires_in(Duration::MAX))
+    }));
+    assert_eq!(layer.cache().token().await.unwrap().secret(), "t");
+    assert!(layer.stats().token_expires_at.is_some());
 }
 
 // ---------------------------------------------------------------------------
@@ -567,41 +539,39 @@ fn wall_after_suspend() -> SystemTime {
 
 #[tokio::test]
 async fn a_suspend_longer_than_the_lifetime_does_not_send_the_expired_token() {
-    bounded(LIMIT, async {
-        let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
-        let layer = TokenLayer::builder(source(&tokens))
-            .wall_clock(wall_after_suspend)
-            .build()
-            .unwrap();
-        let svc = layer.layer(http_client::<Full<Bytes>>());
-        send(&svc, get(api.url("/before"))).await.unwrap();
-        let expires = layer.stats().token_expires_at.unwrap();
-        let in_an_hour = SystemTime::now() + Duration::from_secs(3600);
-        assert!(expires <= in_an_hour && expires > in_an_hour - Duration::from_secs(60));
+    bounded::watchdog!();
+    let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
+    let layer = TokenLayer::builder(source(&tokens))
+        .wall_clock(wall_after_suspend)
+        .build()
+        .unwrap();
+    let svc = layer.layer(http_client::<Full<Bytes>>());
+    send(&svc, get(api.url("/before"))).await.unwrap();
+    let expires = layer.stats().token_expires_at.unwrap();
+    let in_an_hour = SystemTime::now() + Duration::from_secs(3600);
+    assert!(expires <= in_an_hour && expires > in_an_hour - Duration::from_secs(60));
 
-        // Two hours pass while suspended.
-        SUSPENDED_SECS.store(2 * 3600, Ordering::SeqCst);
-        send(&svc, get(api.url("/after"))).await.unwrap();
-        let seen: Vec<_> = api
-            .requests()
-            .iter()
-            .map(|r| r.token().unwrap().to_owned())
-            .collect();
-        assert_eq!(seen, ["tok-1", "tok-2"], "the expired token is not sent");
-        let expires = layer.stats().token_expires_at.unwrap();
-        assert!(
-            expires > wall_after_suspend() + Duration::from_secs(3500),
-            "the new token's expiry is on the wall clock"
-        );
+    // Two hours pass while suspended.
+    SUSPENDED_SECS.store(2 * 3600, Ordering::SeqCst);
+    send(&svc, get(api.url("/after"))).await.unwrap();
+    let seen: Vec<_> = api
+        .requests()
+        .iter()
+        .map(|r| r.token().unwrap().to_owned())
+        .collect();
+    assert_eq!(seen, ["tok-1", "tok-2"], "the expired token is not sent");
+    let expires = layer.stats().token_expires_at.unwrap();
+    assert!(
+        expires > wall_after_suspend() + Duration::from_secs(3500),
+        "the new token's expiry is on the wall clock"
+    );
 
-        // A suspend that ends in the refresh-ahead window: the request keeps
-        // the token, and a background refresh starts.
-        SUSPENDED_SECS.store(2 * 3600 + 3600 - 60, Ordering::SeqCst);
-        send(&svc, get(api.url("/window"))).await.unwrap();
-        assert_eq!(api.requests().last().unwrap().token(), Some("tok-2"));
-        tokens.wait_completed(3).await;
-    })
-    .await
+    // A suspend that ends in the refresh-ahead window: the request keeps
+    // the token, and a background refresh starts.
+    SUSPENDED_SECS.store(2 * 3600 + 3600 - 60, Ordering::SeqCst);
+    send(&svc, get(api.url("/window"))).await.unwrap();
+    assert_eq!(api.requests().last().unwrap().token(), Some("tok-2"));
+    tokens.wait_completed(3).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -610,22 +580,21 @@ async fn a_suspend_longer_than_the_lifetime_does_not_send_the_expired_token() {
 
 #[tokio::test]
 async fn token_starts_the_refresh_ahead_like_a_request() {
-    bounded(LIMIT, async {
-        let tokens = TokenServer::start().await;
-        let layer = TokenLayer::builder(source(&tokens))
-            .refresh_ahead(1.0)
-            .build()
-            .unwrap();
-        assert_eq!(layer.cache().token().await.unwrap().secret(), "tok-1");
-        assert_eq!(layer.cache().token().await.unwrap().secret(), "tok-1");
-        eventually("a background refresh", || tokens.completed() == 2).await;
-        assert_eq!(layer.cache().token().await.unwrap().secret(), "tok-2");
-    })
-    .await
+    bounded::watchdog!();
+    let tokens = TokenServer::start().await;
+    let layer = TokenLayer::builder(source(&tokens))
+        .refresh_ahead(1.0)
+        .build()
+        .unwrap();
+    assert_eq!(layer.cache().token().await.unwrap().secret(), "tok-1");
+    assert_eq!(layer.cache().token().await.unwrap().secret(), "tok-1");
+    eventually("a background refresh", || tokens.completed() == 2).await;
+    assert_eq!(layer.cache().token().await.unwrap().secret(), "tok-2");
 }
 
 #[test]
 fn a_fetch_dropped_by_a_runtime_shutdown_is_no_failure() {
+    bounded::watchdog!();
     // The servers live on a runtime of their own.
     let servers = tokio::runtime::Runtime::new().unwrap();
     let tokens = servers.block_on(TokenServer::start());
@@ -646,11 +615,11 @@ fn a_fetch_dropped_by_a_runtime_shutdown_is_no_failure() {
     let stats = layer.stats();
     assert_eq!(stats.fetch_failures, 0, "{stats:?}");
     let second = tokio::runtime::Runtime::new().unwrap();
-    second.block_on(bounded(LIMIT, async {
+    second.block_on(async {
         // No backoff: the next caller fetches at once.
         let token = layer.cache().token().await.unwrap();
         assert_eq!(token.secret(), "tok-2");
-    }));
+    });
     drop(servers);
 }
 
@@ -658,33 +627,31 @@ fn a_fetch_dropped_by_a_runtime_shutdown_is_no_failure() {
 async fn a_request_waiting_for_a_token_holds_no_buffer_slot_of_a_unrelated_caller() {
     // Waiting callers give their reserved slot back: another caller with a
     // header of its own (passed through) is not blocked by them.
-    bounded(LIMIT, async {
-        let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
-        tokens.close_gate();
-        let stack = ServiceBuilder::new()
-            .buffer(1)
-            .service(http_client::<Empty<Bytes>>());
-        let svc = TokenLayer::new(source(&tokens)).layer(stack);
-        let waiting: Vec<_> = (0..5)
-            .map(|_| {
-                let svc = svc.clone();
-                let url = api.url("/waits");
-                tokio::spawn(async move {
-                    send(&svc, Request::get(url).body(Empty::new()).unwrap()).await
-                })
-            })
-            .collect();
-        tokens.wait_hits(1).await;
-        let own = Request::get(api.url("/own"))
-            .header("authorization", "Bearer own")
-            .body(Empty::new())
-            .unwrap();
-        let (status, _) = send(&svc, own).await.unwrap();
-        assert_eq!(status, StatusCode::OK);
-        tokens.open_gate();
-        for call in waiting {
-            assert_eq!(call.await.unwrap().unwrap().0, StatusCode::OK);
-        }
-    })
-    .await
+    bounded::watchdog!();
+    let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
+    tokens.close_gate();
+    let stack = ServiceBuilder::new()
+        .buffer(1)
+        .service(http_client::<Empty<Bytes>>());
+    let svc = TokenLayer::new(source(&tokens)).layer(stack);
+    let waiting: Vec<_> = (0..5)
+        .map(|_| {
+            let svc = svc.clone();
+            let url = api.url("/waits");
+            tokio::spawn(
+                async move { send(&svc, Request::get(url).body(Empty::new()).unwrap()).await },
+            )
+        })
+        .collect();
+    tokens.wait_hits(1).await;
+    let own = Request::get(api.url("/own"))
+        .header("authorization", "Bearer own")
+        .body(Empty::new())
+        .unwrap();
+    let (status, _) = send(&svc, own).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    tokens.open_gate();
+    for call in waiting {
+        assert_eq!(call.await.unwrap().unwrap().0, StatusCode::OK);
+    }
 }

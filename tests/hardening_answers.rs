@@ -11,6 +11,7 @@
 //! - the metadata `issuer` must be exactly the issuer asked for (R11,
 //!   RFC 8414 §3.3).
 
+mod bounded;
 mod common;
 
 use axum::body::Bytes;
@@ -20,7 +21,6 @@ use common::{CLIENT_ID, CLIENT_SECRET, Canned, TokenServer};
 use http::StatusCode;
 use serde_json::json;
 use std::convert::Infallible;
-use std::future::Future;
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,13 +31,6 @@ use tower_token::discovery::{Discovery, discover};
 use tower_token::error::{Endpoint, ErrorCode, InvalidResponse};
 use tower_token::source::{FetchReason, FetchRequest};
 use tower_token::{BoxError, ClientCredentials, Error, RefreshToken, TokenLayer, TokenSource};
-
-/// Runs a test body with a hang guard.
-async fn bounded<F: Future<Output = ()>>(body: F) {
-    tokio::time::timeout(Duration::from_secs(60), body)
-        .await
-        .expect("test timed out");
-}
 
 /// A small backoff: without a `Retry-After` floor the cache would ask the
 /// token endpoint again within a few tens of milliseconds.
@@ -187,13 +180,14 @@ async fn retry_after_is_honoured(
 /// retry after 25–50 ms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn temporarily_unavailable_with_retry_after_waits_as_told() {
-    bounded(retry_after_is_honoured(
+    bounded::watchdog!();
+    retry_after_is_honoured(
         503,
         "temporarily_unavailable",
         ErrorCode::TemporarilyUnavailable,
         2,
         Duration::from_millis(1500),
-    ))
+    )
     .await;
 }
 
@@ -201,13 +195,14 @@ async fn temporarily_unavailable_with_retry_after_waits_as_told() {
 /// attempt back for 1 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_down_with_retry_after_waits_as_told() {
-    bounded(retry_after_is_honoured(
+    bounded::watchdog!();
+    retry_after_is_honoured(
         429,
         "slow_down",
         ErrorCode::Other("slow_down".into()),
         1,
         Duration::from_millis(800),
-    ))
+    )
     .await;
 }
 
@@ -361,17 +356,15 @@ async fn refresh_grant_error_falls_back(code: &'static str) {
 /// credentials grant, and the dead refresh token is never sent again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_grant_oauth_errors_fall_back_to_client_credentials() {
-    bounded(async {
-        futures_util::future::join_all(
-            [
-                "unauthorized_client",
-                "invalid_scope",
-                "unsupported_grant_type",
-            ]
-            .map(refresh_grant_error_falls_back),
-        )
-        .await;
-    })
+    bounded::watchdog!();
+    futures_util::future::join_all(
+        [
+            "unauthorized_client",
+            "invalid_scope",
+            "unsupported_grant_type",
+        ]
+        .map(refresh_grant_error_falls_back),
+    )
     .await;
 }
 
@@ -394,47 +387,45 @@ impl Write for Capture {
 /// holds neither the refresh token nor the client secret.
 #[tokio::test(flavor = "current_thread")]
 async fn refresh_grant_fallback_is_traced_with_its_code() {
-    bounded(async {
-        let capture = Capture::default();
-        let writer = capture.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+    bounded::watchdog!();
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
 
-        let server = RefreshServer::start("unauthorized_client", 60).await;
-        let source = client_credentials(server.url.clone());
-        let mut request = FetchRequest::new(FetchReason::Expired);
-        request.refresh_token = Some(RefreshToken::new("rt-dead-7f3a9c"));
-        let token = source.fetch(request).await.unwrap();
-        assert_eq!(token.access_token().secret(), "at-2");
-        assert_eq!(
-            server.grants(),
-            [
-                Grant {
-                    grant_type: "refresh_token".into(),
-                    refresh_token: Some("rt-dead-7f3a9c".into()),
-                },
-                Grant {
-                    grant_type: "client_credentials".into(),
-                    refresh_token: None,
-                },
-            ]
-        );
+    let server = RefreshServer::start("unauthorized_client", 60).await;
+    let source = client_credentials(server.url.clone());
+    let mut request = FetchRequest::new(FetchReason::Expired);
+    request.refresh_token = Some(RefreshToken::new("rt-dead-7f3a9c"));
+    let token = source.fetch(request).await.unwrap();
+    assert_eq!(token.access_token().secret(), "at-2");
+    assert_eq!(
+        server.grants(),
+        [
+            Grant {
+                grant_type: "refresh_token".into(),
+                refresh_token: Some("rt-dead-7f3a9c".into()),
+            },
+            Grant {
+                grant_type: "client_credentials".into(),
+                refresh_token: None,
+            },
+        ]
+    );
 
-        let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-        let line = log
-            .lines()
-            .find(|l| l.contains("DEBUG") && l.contains("unauthorized_client"))
-            .unwrap_or_else(|| panic!("no debug trace names the code:\n{log}"));
-        assert!(line.contains("client credentials"), "{line}");
-        for secret in ["rt-dead-7f3a9c", CLIENT_SECRET, "a%2Bb%2Fc%3Ad%25e+f"] {
-            assert!(!log.contains(secret), "the log shows `{secret}`:\n{log}");
-        }
-    })
-    .await;
+    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("DEBUG") && l.contains("unauthorized_client"))
+        .unwrap_or_else(|| panic!("no debug trace names the code:\n{log}"));
+    assert!(line.contains("client credentials"), "{line}");
+    for secret in ["rt-dead-7f3a9c", CLIENT_SECRET, "a%2Bb%2Fc%3Ad%25e+f"] {
+        assert!(!log.contains(secret), "the log shows `{secret}`:\n{log}");
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -491,58 +482,56 @@ fn lower_hex(encoded: &str) -> String {
 /// `Debug` of the error; the body excerpt shows `[redacted]` in their place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secret_echoed_json_escaped_is_redacted() {
-    bounded(async {
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let form = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-        let basic = b64.encode(format!("{}:{}", form(CLIENT_ID), form(CLIENT_SECRET)));
-        let raw_basic = b64.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
-        let body = format!(
-            r#"{{"message":"bad client_secret {}","hint":"{}","form":"{}","auth":"Basic {}","raw":"Basic {}","plain":"{}"}}"#,
-            php_escape(CLIENT_SECRET, false),
-            php_escape(CLIENT_SECRET, true),
-            lower_hex(&form(CLIENT_SECRET)).replace('+', "%20"),
-            php_escape(&basic, false),
-            php_escape(&raw_basic, true),
-            CLIENT_SECRET.replace('/', r"\/"),
-        );
-        let token = TokenServer::start().await;
-        token.set(|b| b.canned = Some(Canned::new(500, body.clone())));
-        let source = client_credentials(token.url());
-        let err = source
-            .fetch(FetchRequest::new(FetchReason::Initial))
-            .await
-            .unwrap_err();
+    bounded::watchdog!();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let form = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let basic = b64.encode(format!("{}:{}", form(CLIENT_ID), form(CLIENT_SECRET)));
+    let raw_basic = b64.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
+    let body = format!(
+        r#"{{"message":"bad client_secret {}","hint":"{}","form":"{}","auth":"Basic {}","raw":"Basic {}","plain":"{}"}}"#,
+        php_escape(CLIENT_SECRET, false),
+        php_escape(CLIENT_SECRET, true),
+        lower_hex(&form(CLIENT_SECRET)).replace('+', "%20"),
+        php_escape(&basic, false),
+        php_escape(&raw_basic, true),
+        CLIENT_SECRET.replace('/', r"\/"),
+    );
+    let token = TokenServer::start().await;
+    token.set(|b| b.canned = Some(Canned::new(500, body.clone())));
+    let source = client_credentials(token.url());
+    let err = source
+        .fetch(FetchRequest::new(FetchReason::Initial))
+        .await
+        .unwrap_err();
 
-        let excerpt = match &err {
-            Error::Status {
-                endpoint,
-                status,
-                body,
-                ..
-            } => {
-                assert_eq!(*endpoint, Endpoint::Token);
-                assert_eq!(*status, StatusCode::INTERNAL_SERVER_ERROR);
-                body.clone()
-            }
-            other => panic!("expected a status error, got {other:?}"),
-        };
-        assert_eq!(
-            excerpt.matches("[redacted]").count(),
-            6,
-            "every echo is redacted: {excerpt}"
-        );
-        assert!(excerpt.starts_with(r#"{"message":"bad client_secret [redacted]""#));
+    let excerpt = match &err {
+        Error::Status {
+            endpoint,
+            status,
+            body,
+            ..
+        } => {
+            assert_eq!(*endpoint, Endpoint::Token);
+            assert_eq!(*status, StatusCode::INTERNAL_SERVER_ERROR);
+            body.clone()
+        }
+        other => panic!("expected a status error, got {other:?}"),
+    };
+    assert_eq!(
+        excerpt.matches("[redacted]").count(),
+        6,
+        "every echo is redacted: {excerpt}"
+    );
+    assert!(excerpt.starts_with(r#"{"message":"bad client_secret [redacted]""#));
 
-        let shown = [format!("{err}"), format!("{err:?}"), format!("{err:#?}")];
-        for secret in [CLIENT_SECRET, basic.as_str(), raw_basic.as_str()] {
-            for form in shown_forms(secret) {
-                for text in &shown {
-                    assert!(!text.contains(&form), "`{form}` shows in:\n{text}");
-                }
+    let shown = [format!("{err}"), format!("{err:?}"), format!("{err:#?}")];
+    for secret in [CLIENT_SECRET, basic.as_str(), raw_basic.as_str()] {
+        for form in shown_forms(secret) {
+            for text in &shown {
+                assert!(!text.contains(&form), "`{form}` shows in:\n{text}");
             }
         }
-    })
-    .await;
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -575,48 +564,46 @@ async fn metadata_server(issuer: impl Fn(&str) -> String + Send + Sync + 'static
 /// `allow_issuer_mismatch()` accepts it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issuer_differing_by_a_trailing_slash_is_a_mismatch() {
-    bounded(async {
-        // The document adds a slash.
-        let base = metadata_server(|base| format!("{base}/")).await;
-        match discover(&base).await.unwrap_err() {
-            Error::InvalidResponse {
-                endpoint, reason, ..
-            } => {
-                assert_eq!(endpoint, Endpoint::Discovery);
-                assert_eq!(reason, InvalidResponse::IssuerMismatch);
-            }
-            other => panic!("expected an issuer mismatch, got {other:?}"),
+    bounded::watchdog!();
+    // The document adds a slash.
+    let base = metadata_server(|base| format!("{base}/")).await;
+    match discover(&base).await.unwrap_err() {
+        Error::InvalidResponse {
+            endpoint, reason, ..
+        } => {
+            assert_eq!(endpoint, Endpoint::Discovery);
+            assert_eq!(reason, InvalidResponse::IssuerMismatch);
         }
-        let metadata = Discovery::new(base.as_str())
+        other => panic!("expected an issuer mismatch, got {other:?}"),
+    }
+    let metadata = Discovery::new(base.as_str())
+        .allow_issuer_mismatch()
+        .fetch()
+        .await
+        .unwrap();
+    assert_eq!(metadata.issuer, format!("{base}/"));
+    assert_eq!(
+        metadata.token_endpoint.as_str(),
+        format!("{base}/oauth/token")
+    );
+    // Asked with the slash, the same document matches exactly.
+    let exact = discover(&format!("{base}/")).await.unwrap();
+    assert_eq!(exact.issuer, format!("{base}/"));
+
+    // The caller adds a slash the document does not have.
+    let base = metadata_server(str::to_owned).await;
+    match discover(&format!("{base}/")).await.unwrap_err() {
+        Error::InvalidResponse { reason, .. } => {
+            assert_eq!(reason, InvalidResponse::IssuerMismatch)
+        }
+        other => panic!("expected an issuer mismatch, got {other:?}"),
+    }
+    assert!(
+        Discovery::new(format!("{base}/"))
             .allow_issuer_mismatch()
             .fetch()
             .await
-            .unwrap();
-        assert_eq!(metadata.issuer, format!("{base}/"));
-        assert_eq!(
-            metadata.token_endpoint.as_str(),
-            format!("{base}/oauth/token")
-        );
-        // Asked with the slash, the same document matches exactly.
-        let exact = discover(&format!("{base}/")).await.unwrap();
-        assert_eq!(exact.issuer, format!("{base}/"));
-
-        // The caller adds a slash the document does not have.
-        let base = metadata_server(str::to_owned).await;
-        match discover(&format!("{base}/")).await.unwrap_err() {
-            Error::InvalidResponse { reason, .. } => {
-                assert_eq!(reason, InvalidResponse::IssuerMismatch)
-            }
-            other => panic!("expected an issuer mismatch, got {other:?}"),
-        }
-        assert!(
-            Discovery::new(format!("{base}/"))
-                .allow_issuer_mismatch()
-                .fetch()
-                .await
-                .is_ok()
-        );
-        assert_eq!(discover(&base).await.unwrap().issuer, base);
-    })
-    .await;
+            .is_ok()
+    );
+    assert_eq!(discover(&base).await.unwrap().issuer, base);
 }

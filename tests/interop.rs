@@ -16,6 +16,8 @@
 //!
 //! Run by hand: `bash tests/interop/run.sh`.
 
+mod bounded;
+
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -85,6 +87,13 @@ fn timeout() -> Duration {
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
     Duration::from_secs(secs)
+}
+
+/// The watchdog's limit for each test (`tests/bounded`): a test may first
+/// wait for the timing test to release `QUIET`, then start a peer and make
+/// a few exchanges, each bounded by [`timeout`].
+fn limit() -> Duration {
+    (timeout() * 6).max(Duration::from_secs(180))
 }
 
 fn http_client() -> HttpClient {
@@ -338,6 +347,7 @@ fn unix_ms(t: SystemTime) -> u64 {
 
 #[tokio::test]
 async fn discovery_finds_the_token_and_revocation_endpoints() {
+    bounded::watchdog!(limit());
     let _shared = QUIET.read().await;
     let peer = Peer::start().await;
 
@@ -399,6 +409,7 @@ async fn discovery_finds_the_token_and_revocation_endpoints() {
 
 #[tokio::test]
 async fn basic_body_and_special_secret_clients_get_tokens_that_the_api_accepts() {
+    bounded::watchdog!(limit());
     let _shared = QUIET.read().await;
     let peer = Peer::start().await;
     let metadata = peer.metadata().await;
@@ -482,6 +493,7 @@ async fn basic_body_and_special_secret_clients_get_tokens_that_the_api_accepts()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_calls_cause_exactly_one_token_request() {
+    bounded::watchdog!(limit());
     const CALLS: usize = 1_000;
     let _shared = QUIET.read().await;
     let peer = Peer::start().await;
@@ -551,6 +563,7 @@ async fn a_thousand_concurrent_calls_cause_exactly_one_token_request() {
 ///   5 to 8 for scheduling noise on a loaded machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_two_second_token_is_renewed_once_per_lifetime_over_six_seconds() {
+    bounded::watchdog!(limit());
     const RUN: Duration = Duration::from_secs(6);
     const CALLERS: usize = 2;
     const PAUSE: Duration = Duration::from_millis(20);
@@ -642,6 +655,7 @@ async fn a_two_second_token_is_renewed_once_per_lifetime_over_six_seconds() {
 
 #[tokio::test]
 async fn a_revoked_token_is_refused_once_and_replaced_transparently() {
+    bounded::watchdog!(limit());
     let _shared = QUIET.read().await;
     let peer = Peer::start().await;
     let metadata = peer.metadata().await;
@@ -698,6 +712,7 @@ async fn a_revoked_token_is_refused_once_and_replaced_transparently() {
 
 #[tokio::test]
 async fn dropping_the_last_clone_revokes_the_token_within_two_seconds() {
+    bounded::watchdog!(limit());
     let _shared = QUIET.read().await;
     let peer = Peer::start().await;
     let metadata = peer.metadata().await;
@@ -749,6 +764,7 @@ async fn dropping_the_last_clone_revokes_the_token_within_two_seconds() {
 
 #[tokio::test]
 async fn shutdown_revokes_the_token_before_it_returns() {
+    bounded::watchdog!(limit());
     let _shared = QUIET.read().await;
     let peer = Peer::start().await;
     let metadata = peer.metadata().await;
@@ -797,6 +813,7 @@ async fn shutdown_revokes_the_token_before_it_returns() {
 
 #[tokio::test]
 async fn a_wrong_client_secret_is_a_typed_invalid_client_and_no_request_is_sent() {
+    bounded::watchdog!(limit());
     const WRONG: &str = "not-the-secret";
     let _shared = QUIET.read().await;
     let peer = Peer::start().await;
@@ -860,6 +877,7 @@ async fn a_wrong_client_secret_is_a_typed_invalid_client_and_no_request_is_sent(
 
 #[tokio::test]
 async fn revoking_an_unknown_token_is_ok() {
+    bounded::watchdog!(limit());
     let _shared = QUIET.read().await;
     let peer = Peer::start().await;
     let metadata = peer.metadata().await;
@@ -895,6 +913,7 @@ async fn revoking_an_unknown_token_is_ok() {
 
 #[tokio::test]
 async fn the_peer_stops_when_its_stdin_closes() {
+    bounded::watchdog!(limit());
     let _shared = QUIET.read().await;
     let mut peer = Peer::start().await;
     let metadata = peer.metadata().await;
@@ -924,6 +943,7 @@ async fn the_peer_stops_when_its_stdin_closes() {
 
 #[tokio::test]
 async fn the_peer_stops_on_sigterm() {
+    bounded::watchdog!(limit());
     let _shared = QUIET.read().await;
     let mut peer = Peer::start().await;
     let killed = Command::new("kill")

@@ -6,6 +6,7 @@
 //! talking to an in-process axum "protected API", except in the 10,000-caller
 //! test, where the inner service is a `service_fn` that records the header.
 
+mod bounded;
 mod common;
 
 use bytes::Bytes;
@@ -29,6 +30,7 @@ fn get(url: &str) -> Request<Empty<Bytes>> {
 /// service, and every request carries it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_requests_through_clones_use_one_token() {
+    bounded::watchdog!();
     let token = TokenServer::start().await;
     let api = ApiServer::start().await;
     let layer = TokenLayer::new(common::source(&token));
@@ -66,6 +68,7 @@ async fn thousand_requests_through_clones_use_one_token() {
 /// `override_existing` is set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn existing_header_is_kept_unless_override() {
+    bounded::watchdog!();
     let token = TokenServer::start().await;
     let api = ApiServer::start().await;
     let own = || {
@@ -99,6 +102,7 @@ async fn existing_header_is_kept_unless_override() {
 /// request carries a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_lived_token_is_reused_then_replaced_never_sent_in_leeway() {
+    bounded::watchdog!();
     let token = TokenServer::with(TokenBehaviour {
         expires_in: Some(serde_json::json!(2)),
         ..TokenBehaviour::default()
@@ -197,6 +201,7 @@ async fn short_lived_token_is_reused_then_replaced_never_sent_in_leeway() {
 /// token; once it lands the following requests carry the new token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_ahead_does_not_block_requests() {
+    bounded::watchdog!();
     let token = TokenServer::with(TokenBehaviour {
         delay: Duration::from_millis(300),
         ..TokenBehaviour::default()
@@ -271,6 +276,7 @@ async fn refresh_ahead_does_not_block_requests() {
 /// that started it is dropped mid-fetch and the others are still served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_callers_one_fetch_and_starter_cancelled() {
+    bounded::watchdog!();
     let token = TokenServer::start().await;
     token.close_gate();
     let layer = TokenLayer::new(common::source(&token));
@@ -341,6 +347,7 @@ where
 /// one retry with the new token and the same body bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthorized_full_body_is_retried_with_new_token_and_same_bytes() {
+    bounded::watchdog!();
     let token = TokenServer::start().await;
     let api = ApiServer::start().await;
     let layer = TokenLayer::new(common::source(&token));
@@ -390,6 +397,7 @@ async fn unauthorized_full_body_is_retried_with_new_token_and_same_bytes() {
 /// R6: an empty body (`Empty<Bytes>`) is replayable too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthorized_empty_body_is_retried() {
+    bounded::watchdog!();
     let token = TokenServer::start().await;
     let api = ApiServer::start().await;
     let layer = TokenLayer::new(common::source(&token));
@@ -419,6 +427,7 @@ async fn unauthorized_empty_body_is_retried() {
 /// token is invalidated, and the next request carries the new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthorized_streaming_body_returns_401_and_next_request_uses_new_token() {
+    bounded::watchdog!();
     let token = TokenServer::start().await;
     let api = ApiServer::start().await;
     let layer = TokenLayer::new(common::source(&token));
@@ -464,6 +473,7 @@ async fn unauthorized_streaming_body_returns_401_and_next_request_uses_new_token
 /// R6: a type-erased body (`BoxBody`) is treated as a stream as well.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthorized_boxed_body_is_not_replayed() {
+    bounded::watchdog!();
     type Boxed = http_body_util::combinators::BoxBody<Bytes, Infallible>;
     let token = TokenServer::start().await;
     let api = ApiServer::start().await;
@@ -505,6 +515,7 @@ async fn unauthorized_boxed_body_is_not_replayed() {
 /// refresh; each is retried once with the new token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_concurrent_401s_cause_one_refresh() {
+    bounded::watchdog!();
     let token = TokenServer::start().await;
     let api = ApiServer::start().await;
     let layer = TokenLayer::new(common::source(&token));
@@ -540,6 +551,7 @@ async fn hundred_concurrent_401s_cause_one_refresh() {
 /// R6: a 401 to the retry is returned, not retried again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthorized_retry_is_returned_not_retried() {
+    bounded::watchdog!();
     let token = TokenServer::start().await;
     let api = ApiServer::start().await;
     api.set(|b| b.reject_all = true);
@@ -563,6 +575,7 @@ async fn unauthorized_retry_is_returned_not_retried() {
 /// R6: a 403 is not a refresh trigger.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forbidden_is_not_a_refresh_trigger() {
+    bounded::watchdog!();
     let token = TokenServer::start().await;
     let api = ApiServer::start().await;
     let layer = TokenLayer::new(common::source(&token));
@@ -585,6 +598,7 @@ async fn forbidden_is_not_a_refresh_trigger() {
 /// not a refresh trigger.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insufficient_scope_is_not_a_refresh_trigger() {
+    bounded::watchdog!();
     let token = TokenServer::start().await;
     let api = ApiServer::start().await;
     let layer = TokenLayer::new(common::source(&token));

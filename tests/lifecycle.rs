@@ -2,6 +2,8 @@
 //! with the held refresh token, rotation, fallback on `invalid_grant`,
 //! revoke on drop, `shutdown()`.
 
+mod bounded;
+
 use axum::{Form, Router, extract::State, http::StatusCode, response::IntoResponse, routing::post};
 use bytes::Bytes;
 use http_body_util::Empty;
@@ -139,6 +141,7 @@ async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 
 #[tokio::test]
 async fn refresh_grant_uses_the_held_token_and_its_rotation() {
+    bounded::watchdog!();
     let server: Shared = Arc::default();
     *server.issue_refresh.lock().unwrap() = true;
     let addr = start(server.clone()).await;
@@ -164,6 +167,7 @@ async fn refresh_grant_uses_the_held_token_and_its_rotation() {
 
 #[tokio::test]
 async fn refresh_without_rotation_keeps_the_old_refresh_token() {
+    bounded::watchdog!();
     let server: Shared = Arc::default();
     *server.issue_refresh.lock().unwrap() = true;
     let addr = start(server.clone()).await;
@@ -188,6 +192,7 @@ async fn refresh_without_rotation_keeps_the_old_refresh_token() {
 
 #[tokio::test]
 async fn invalid_grant_falls_back_to_client_credentials() {
+    bounded::watchdog!();
     let server: Shared = Arc::default();
     *server.issue_refresh.lock().unwrap() = true;
     let addr = start(server.clone()).await;
@@ -215,6 +220,7 @@ async fn invalid_grant_falls_back_to_client_credentials() {
 
 #[tokio::test]
 async fn dropping_the_last_handle_revokes_access_and_refresh_tokens() {
+    bounded::watchdog!();
     let server: Shared = Arc::default();
     *server.issue_refresh.lock().unwrap() = true;
     let addr = start(server.clone()).await;
@@ -260,6 +266,7 @@ async fn dropping_the_last_handle_revokes_access_and_refresh_tokens() {
 
 #[tokio::test]
 async fn no_revocation_without_revoke_on_drop_or_token() {
+    bounded::watchdog!();
     let server: Shared = Arc::default();
     let addr = start(server.clone()).await;
     // Nothing fetched: nothing to revoke.
@@ -274,6 +281,7 @@ async fn no_revocation_without_revoke_on_drop_or_token() {
 
 #[test]
 fn dropping_outside_a_runtime_revokes_without_panicking() {
+    bounded::watchdog!();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -300,6 +308,7 @@ fn dropping_outside_a_runtime_revokes_without_panicking() {
 
 #[tokio::test]
 async fn shutdown_waits_for_the_answer_and_reports_it() {
+    bounded::watchdog!();
     let server: Shared = Arc::default();
     *server.revoke_delay.lock().unwrap() = Duration::from_millis(300);
     let addr = start(server.clone()).await;
@@ -318,6 +327,7 @@ async fn shutdown_waits_for_the_answer_and_reports_it() {
 
 #[tokio::test]
 async fn shutdown_reports_a_failed_revocation() {
+    bounded::watchdog!();
     let server: Shared = Arc::default();
     let addr = start(server.clone()).await;
     let source = ClientCredentials::builder(format!("http://{addr}/token"), ID, SECRET)
@@ -341,6 +351,7 @@ async fn shutdown_reports_a_failed_revocation() {
 
 #[tokio::test]
 async fn revoke_replaced_revokes_the_old_token_after_a_refresh() {
+    bounded::watchdog!();
     let server: Shared = Arc::default();
     let addr = start(server.clone()).await;
     let source = ClientCredentials::builder(format!("http://{addr}/token"), ID, SECRET)
@@ -374,6 +385,7 @@ async fn revoke_replaced_revokes_the_old_token_after_a_refresh() {
 
 #[tokio::test]
 async fn shutdown_counts_each_token_it_revoked() {
+    bounded::watchdog!();
     let server: Shared = Arc::default();
     *server.issue_refresh.lock().unwrap() = true;
     let addr = start(server.clone()).await;

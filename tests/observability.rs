@@ -6,6 +6,7 @@
 //!   contains neither the client secret nor any token;
 //! - `stats()` counts match what the servers saw.
 
+mod bounded;
 mod common;
 
 use axum::extract::State;
@@ -160,6 +161,7 @@ fn post(url: String) -> Request<Full<Bytes>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tracing_output_carries_no_secret() {
+    bounded::watchdog!();
     let captured = capture();
     let tokens = TokenServer::start().await;
     tokens.set(|b| {
@@ -260,6 +262,7 @@ async fn tracing_output_carries_no_secret() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_match_what_the_servers_saw() {
+    bounded::watchdog!();
     let _ = capture();
     let tokens = TokenServer::start().await;
     let api = ApiServer::start().await;

@@ -18,6 +18,7 @@
 //! back, the first attempt made succeeds and its token is used; and after
 //! everything is dropped, no more tasks are alive than before.
 
+mod bounded;
 mod support_robust;
 
 use std::collections::HashSet;
@@ -319,18 +320,25 @@ async fn outage(kind: Outage) {
     );
 }
 
+/// The watchdog's limit for each test (`tests/bounded`): a backstop past
+/// the 60 s `within` of each outage, which fails first with its own message.
+const LIMIT: Duration = Duration::from_secs(120);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_endpoint_down() {
+    bounded::watchdog!(LIMIT);
     within(Duration::from_secs(60), "the outage", outage(Outage::Down)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_endpoint_slow() {
+    bounded::watchdog!(LIMIT);
     within(Duration::from_secs(60), "the outage", outage(Outage::Slow)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_endpoint_flapping() {
+    bounded::watchdog!(LIMIT);
     within(
         Duration::from_secs(60),
         "the outage",

@@ -12,6 +12,8 @@
 //! counts are kept moderate so the suite stays fast; raise them with
 //! `PROPTEST_CASES`.
 
+mod bounded;
+
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use proptest::prelude::*;
@@ -507,6 +509,7 @@ proptest! {
         token in access_tokens(),
         scheme in prop::sample::select(vec![Scheme::Bearer, Scheme::Raw, Scheme::Custom]),
     ) {
+        bounded::watchdog!();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let handed_out = token.clone();
         let builder = TokenLayer::builder(source::from_fn(move |_| {

@@ -2,6 +2,8 @@
 //! answers, OneLogin's documented failures, transport rules, and the
 //! service under tower middleware (R9, R12, R13, R16).
 
+mod bounded;
+
 use axum::extract::Request;
 use base64::Engine as _;
 use bytes::Bytes;
@@ -141,6 +143,7 @@ async fn revoke(svc: RevokeService, request: RevokeRequest) -> Result<(), Error>
 
 #[tokio::test]
 async fn rfc_basic_auth_request() {
+    bounded::watchdog!();
     let server = Server::start(|_| reply(200, "")).await;
     revoke(
         rfc(&server, ClientAuth::Basic),
@@ -171,6 +174,7 @@ async fn rfc_basic_auth_request() {
 
 #[tokio::test]
 async fn rfc_body_auth_and_public_client_requests() {
+    bounded::watchdog!();
     let server = Server::start(|_| reply(200, "")).await;
     revoke(
         rfc(&server, ClientAuth::RequestBody),
@@ -206,6 +210,7 @@ async fn rfc_body_auth_and_public_client_requests() {
 
 #[tokio::test]
 async fn revoke_token_sends_refresh_then_access() {
+    bounded::watchdog!();
     let server = Server::start(|_| reply(200, "")).await;
     let token = Token::new("at-1").with_refresh_token("rt-1");
     rfc(&server, ClientAuth::Basic)
@@ -224,6 +229,7 @@ async fn revoke_token_sends_refresh_then_access() {
 
 #[tokio::test]
 async fn rfc_unknown_token_answered_200_is_ok() {
+    bounded::watchdog!();
     let server = Server::start(|_| reply(200, "")).await;
     revoke(
         rfc(&server, ClientAuth::Basic),
@@ -235,6 +241,7 @@ async fn rfc_unknown_token_answered_200_is_ok() {
 
 #[tokio::test]
 async fn rfc_unsupported_token_type_is_typed() {
+    bounded::watchdog!();
     let server = Server::start(|_| {
         reply(
             400,
@@ -271,6 +278,7 @@ async fn rfc_unsupported_token_type_is_typed() {
 
 #[tokio::test]
 async fn rfc_503_with_retry_after_is_retriable() {
+    bounded::watchdog!();
     let server = Server::start(|_| {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -301,6 +309,7 @@ async fn rfc_503_with_retry_after_is_retriable() {
 
 #[tokio::test]
 async fn other_answers_carry_status_and_a_redacted_excerpt() {
+    bounded::watchdog!();
     let server = Server::start(|seen| {
         // A server that echoes the request into its error page.
         let echo = String::from_utf8_lossy(&seen.body).into_owned();
@@ -332,6 +341,7 @@ async fn other_answers_carry_status_and_a_redacted_excerpt() {
 
 #[tokio::test]
 async fn redirects_are_not_followed() {
+    bounded::watchdog!();
     let server = Server::start(|_| {
         (
             StatusCode::FOUND,
@@ -352,6 +362,7 @@ async fn redirects_are_not_followed() {
 
 #[tokio::test]
 async fn onelogin_documented_failures_are_typed() {
+    bounded::watchdog!();
     let cases = [
         (
             400,
@@ -405,6 +416,7 @@ async fn onelogin_documented_failures_are_typed() {
 
 #[tokio::test]
 async fn onelogin_cannot_revoke_a_refresh_token_alone() {
+    bounded::watchdog!();
     let server = Server::start(|_| reply(200, "")).await;
     let svc = RevokeService::onelogin(&server.base, "ol-id", "ol-secret")
         .build()
@@ -420,6 +432,7 @@ async fn onelogin_cannot_revoke_a_refresh_token_alone() {
 
 #[tokio::test]
 async fn works_under_timeout_concurrency_limit_and_buffer() {
+    bounded::watchdog!();
     let server = Server::with_delay(Duration::from_millis(30), |_| reply(200, "")).await;
     let svc = ServiceBuilder::new()
         .buffer(64)
@@ -440,6 +453,7 @@ async fn works_under_timeout_concurrency_limit_and_buffer() {
 
 #[tokio::test]
 async fn a_slow_endpoint_times_out_under_tower_timeout() {
+    bounded::watchdog!();
     let server = Server::with_delay(Duration::from_millis(500), |_| reply(200, "")).await;
     let mut svc = ServiceBuilder::new()
         .timeout(Duration::from_millis(50))
@@ -456,6 +470,7 @@ async fn a_slow_endpoint_times_out_under_tower_timeout() {
 
 #[tokio::test]
 async fn its_own_timeout_is_a_typed_error() {
+    bounded::watchdog!();
     let server = Server::with_delay(Duration::from_millis(500), |_| reply(200, "")).await;
     let svc = RevokeService::kopokopo(&server.base, "id", "secret")
         .timeout(Duration::from_millis(50))

@@ -1,6 +1,7 @@
 //! R13: client secrets, access tokens and refresh tokens never show in
 //! `Debug` or `Display` output, in errors, or in `tracing` output.
 
+mod bounded;
 mod common;
 
 use base64::Engine as _;
@@ -87,6 +88,7 @@ fn token_server_behaviour() -> TokenBehaviour {
 /// with a token cached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_of_layer_source_service_stats_and_token_is_redacted() {
+    bounded::watchdog!();
     let capture = capture();
     let token = TokenServer::with(token_server_behaviour()).await;
     let api = ApiServer::start().await;
@@ -141,6 +143,7 @@ async fn debug_of_layer_source_service_stats_and_token_is_redacted() {
 /// as the typed error or as the service's `BoxError`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_echoing_the_secret_are_redacted() {
+    bounded::watchdog!();
     let capture = capture();
     let encoded: String = form_urlencoded::byte_serialize(CLIENT_SECRET.as_bytes()).collect();
     let echo = format!("client_secret={encoded} ({CLIENT_SECRET}) is wrong");
@@ -187,6 +190,7 @@ async fn errors_echoing_the_secret_are_redacted() {
 /// honour the flag leave it out of their logs.
 #[tokio::test]
 async fn attached_header_is_sensitive() {
+    bounded::watchdog!();
     let token = TokenServer::with(token_server_behaviour()).await;
     let layer = TokenLayer::new(common::source(&token));
     let seen: Arc<Mutex<Option<http::HeaderValue>>> = Arc::default();
@@ -212,6 +216,7 @@ async fn attached_header_is_sensitive() {
 /// refresh token shows in the error.
 #[tokio::test]
 async fn refresh_token_echoed_in_error_is_redacted() {
+    bounded::watchdog!();
     let token = TokenServer::with(token_server_behaviour()).await;
     let layer = TokenLayer::new(common::source(&token));
     layer.cache().token().await.unwrap();
@@ -238,6 +243,7 @@ async fn refresh_token_echoed_in_error_is_redacted() {
 /// base64 Basic credentials, which decode to the secret.
 #[tokio::test]
 async fn basic_credentials_echoed_in_error_are_redacted() {
+    bounded::watchdog!();
     let token = TokenServer::with(token_server_behaviour()).await;
     TokenLayer::new(common::source(&token))
         .cache()

@@ -19,6 +19,7 @@
 //! answer) and the other dropped with `revoke_on_drop`; then no more tasks
 //! are alive than before the soak.
 
+mod bounded;
 mod support_robust;
 
 use std::collections::{HashMap, HashSet};
@@ -144,8 +145,13 @@ fn credentials() -> Credentials {
     Credentials::new(CLIENT_ID, CLIENT_SECRET)
 }
 
+/// The watchdog's limit (`tests/bounded`): a backstop past the soak's 300 s
+/// `within`, which fails first with its own message.
+const LIMIT: Duration = Duration::from_secs(360);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_expiry_401s_and_revocations() {
+    bounded::watchdog!(LIMIT);
     within(Duration::from_secs(300), "the soak", soak()).await;
 }
 

@@ -10,6 +10,7 @@
 //!   app state;
 //! - an origin allow-list: requests to other origins carry no token.
 
+mod bounded;
 mod common;
 
 use axum::extract::State;
@@ -41,6 +42,7 @@ const ORDER: &str = r#"{"item":"widget","quantity":3}"#;
 
 #[tokio::test]
 async fn hyper_util_client_to_axum_api() {
+    bounded::watchdog!();
     let tokens = TokenServer::start().await;
     let api = ApiServer::start().await;
     let layer = TokenLayer::new(source(&tokens));
@@ -98,6 +100,7 @@ async fn hyper_util_client_to_axum_api() {
 
 #[tokio::test]
 async fn reqwest_client_to_axum_api() {
+    bounded::watchdog!();
     let tokens = TokenServer::start().await;
     let api = ApiServer::start().await;
     let layer = TokenLayer::new(source(&tokens));
@@ -144,6 +147,7 @@ async fn reqwest_client_to_axum_api() {
 
 #[tokio::test]
 async fn reqwest_adapter_takes_any_body_reqwest_takes() {
+    bounded::watchdog!();
     let tokens = TokenServer::start().await;
     let api = ApiServer::start().await;
     let layer = TokenLayer::new(source(&tokens));
@@ -274,6 +278,7 @@ fn seen(token: &str, ok: bool) -> Seen {
 
 #[tokio::test]
 async fn tonic_channel_to_health_server() {
+    bounded::watchdog!();
     let tokens = TokenServer::start().await;
     let grpc = GrpcServer::start().await;
     let layer = TokenLayer::new(source(&tokens));
@@ -362,6 +367,7 @@ async fn order_summary(State(state): State<AppState>) -> axum::response::Respons
 
 #[tokio::test]
 async fn axum_handler_calls_downstream_api() {
+    bounded::watchdog!();
     let tokens = TokenServer::start().await;
     let downstream = ApiServer::start().await;
     let layer = TokenLayer::new(source(&tokens));
@@ -447,6 +453,7 @@ async fn axum_handler_calls_downstream_api() {
 
 #[tokio::test]
 async fn token_goes_only_to_allowed_origins() {
+    bounded::watchdog!();
     let tokens = TokenServer::start().await;
     let allowed = ApiServer::start().await;
     let other = ApiServer::start().await;
