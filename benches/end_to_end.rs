@@ -40,9 +40,11 @@ async fn api() -> String {
 }
 
 /// Sends `n` requests through `svc` with `CONCURRENCY` in flight.
-async fn drive<S>(svc: S, url: &str, n: u64) -> Duration
+async fn drive<S, R>(svc: S, url: &str, n: u64) -> Duration
 where
-    S: Service<http::Request<Empty<Bytes>>, Response = http::Response<hyper::body::Incoming>>
+    R: http_body::Body,
+    R::Error: std::fmt::Debug,
+    S: Service<http::Request<Empty<Bytes>>, Response = http::Response<R>>
         + Clone,
     S::Error: std::fmt::Debug,
 {

@@ -7,12 +7,14 @@
 //!
 //! 1. checks the health of the `orders` service: the first call fetches a
 //!    token;
-//! 2. the server revokes the token: the next call is answered
-//!    `UNAUTHENTICATED` (a tonic request body is a stream, so the layer
-//!    cannot replay it), which invalidates the token;
-//! 3. the call after that carries a fresh token and succeeds.
+//! 2. the server revokes the token: the call is answered `UNAUTHENTICATED`,
+//!    which invalidates the token, and the layer sends the call again with a
+//!    fresh token (its request body was recorded while it was sent): the
+//!    caller sees the answer;
+//! 3. the call after that carries the fresh token too.
 //!
-//! Run with `cargo run --example tonic_client`. Exits 0 when every step behaved.
+//! Run with `cargo run --features tonic --example tonic_client`. Exits 0 when
+//! every step behaved.
 
 mod support;
 
@@ -96,8 +98,8 @@ async fn main() -> Result<(), BoxError> {
             .map(|r| r.get_ref().status())
     );
     checks.check(
-        answer.is_err_and(|s| s.code() == tonic::Code::Unauthenticated),
-        "the call with the revoked token was answered UNAUTHENTICATED",
+        answer.is_ok(),
+        "the call was answered UNAUTHENTICATED, then sent again with a fresh token",
     );
     checks.check(
         layer.stats().unauthorized_refreshes == 1,
@@ -110,7 +112,7 @@ async fn main() -> Result<(), BoxError> {
         "  client: {:?}",
         answer.as_ref().map(|r| r.get_ref().status())
     );
-    checks.check(answer.is_ok(), "the next call succeeded with a fresh token");
+    checks.check(answer.is_ok(), "the next call succeeded with the fresh token");
     checks.check(
         servers.tokens_issued() == 2,
         "exactly one new token was fetched",

@@ -106,6 +106,7 @@ pub mod error;
 pub mod http_client;
 pub mod layer;
 pub mod preset;
+pub mod replay;
 pub mod revoke;
 pub mod secret;
 pub mod source;

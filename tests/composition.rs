@@ -43,7 +43,7 @@ where
     S: Service<Request<B>, Response = Response<()>> + Clone + Send + 'static,
     S::Future: Send,
     S::Error: Into<BoxError>,
-    B: Send + 'static,
+    B: tower_token::replay::ReplayBody + Send + 'static,
 {
     assert_send::<<TokenService<S> as Service<Request<B>>>::Future>();
 }
@@ -183,9 +183,10 @@ const CALLS: usize = 1000;
 
 /// Sends `CALLS` POSTs with distinct bodies at once through clones of `svc`
 /// and returns each answer's status.
-async fn hammer<S>(svc: S, url: String) -> Vec<StatusCode>
+async fn hammer<S, R>(svc: S, url: String) -> Vec<StatusCode>
 where
-    S: Service<Request<Full<Bytes>>, Response = Response<hyper::body::Incoming>, Error = BoxError>
+    R: Send + 'static,
+    S: Service<Request<Full<Bytes>>, Response = Response<R>, Error = BoxError>
         + Clone
         + Send
         + 'static,

@@ -333,7 +333,7 @@ async fn warm_then_reject<S>(svc: &S, token: &TokenServer, api: &ApiServer)
 where
     S: tower::Service<
             Request<Empty<Bytes>>,
-            Response = http::Response<hyper::body::Incoming>,
+            Response = http::Response<tower_token::layer::ResponseBody<hyper::body::Incoming>>,
             Error = tower_token::BoxError,
         > + Clone,
 {
@@ -470,9 +470,10 @@ async fn unauthorized_streaming_body_returns_401_and_next_request_uses_new_token
     assert_eq!(token.hits(), 2);
 }
 
-/// R6: a type-erased body (`BoxBody`) is treated as a stream as well.
+/// R18: a type-erased body (`BoxBody`) is recorded while it is sent and
+/// replayed with the same bytes after a 401.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unauthorized_boxed_body_is_not_replayed() {
+async fn unauthorized_boxed_body_is_recorded_and_replayed() {
     bounded::watchdog!();
     type Boxed = http_body_util::combinators::BoxBody<Bytes, Infallible>;
     let token = TokenServer::start().await;
@@ -491,22 +492,18 @@ async fn unauthorized_boxed_body_is_not_replayed() {
     let (status, _) = send(&svc, Request::put(api.url("/a")).body(boxed("x")).unwrap())
         .await
         .unwrap();
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = send(&svc, Request::put(api.url("/b")).body(boxed("y")).unwrap())
-        .await
-        .unwrap();
     assert_eq!(status, StatusCode::OK);
     let seen: Vec<_> = api
         .requests()
         .iter()
-        .map(|r| (r.path.clone(), r.token().map(str::to_owned)))
+        .map(|r| (r.path.clone(), r.token().map(str::to_owned), r.body.clone()))
         .collect();
     assert_eq!(
         seen,
         [
-            ("/warm".to_owned(), Some("tok-1".to_owned())),
-            ("/a".to_owned(), Some("tok-1".to_owned())),
-            ("/b".to_owned(), Some("tok-2".to_owned())),
+            ("/warm".to_owned(), Some("tok-1".to_owned()), Bytes::new()),
+            ("/a".to_owned(), Some("tok-1".to_owned()), Bytes::from("x")),
+            ("/a".to_owned(), Some("tok-2".to_owned()), Bytes::from("x")),
         ]
     );
 }

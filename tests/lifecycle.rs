@@ -117,7 +117,7 @@ fn echo() -> impl Service<
 async fn call(layer: &TokenLayer) -> String {
     let svc = tower::Layer::layer(layer, echo());
     let res = svc.oneshot(http::Request::new(Empty::new())).await.unwrap();
-    res.into_body()
+    res.into_body().into_inner()
 }
 
 fn grant_types(s: &Server) -> Vec<(String, Option<String>)> {

@@ -304,13 +304,10 @@ async fn tonic_channel_to_health_server() {
     }
     assert_eq!(tokens.hits(), 1);
 
-    // The server revokes tok-1: the next call is answered UNAUTHENTICATED
-    // (a tonic body cannot be replayed, so the caller sees it), the token
-    // is invalidated, and the call after that carries a new one.
+    // The server revokes tok-1: the next call is answered UNAUTHENTICATED,
+    // the token is invalidated, and the call (its body recorded while it
+    // was sent) goes again with a new one: the caller sees the answer.
     grpc.revoke("tok-1");
-    let status = client.check(check("orders")).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Unauthenticated);
-    assert_eq!(layer.stats().unauthorized_refreshes, 1);
     let answer = client.check(check("orders")).await.unwrap().into_inner();
     assert_eq!(answer.status(), PbStatus::Serving);
     let seen_now = grpc.seen();

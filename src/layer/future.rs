@@ -1,13 +1,13 @@
-use super::replay::BodyCopy;
+use super::body::{ResponseBody, Watch, grpc_unauthenticated};
 use crate::cache::{CachedToken, Shared};
 use crate::error::{BoxError, Error};
 use crate::http_client::BoxFuture;
+use crate::replay::{Replay, ReplayBody};
 use http::{
-    Extensions, HeaderMap, HeaderName, Method, Request, Response, StatusCode, Uri, Version,
+    Extensions, HeaderMap, Method, Request, Response, StatusCode, Uri, Version,
 };
 use pin_project_lite::pin_project;
 use std::future::Future;
-use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -15,7 +15,7 @@ use tower_service::Service;
 
 type Acquire = BoxFuture<'static, Result<Arc<CachedToken>, Error>>;
 
-/// What is needed to send a request once more: its head, a copy of its
+/// What is needed to send a request once more: its head, what replays its
 /// body, and a clone of the inner service to make ready for it.
 pub(crate) struct RetryTemplate<S, B> {
     svc: S,
@@ -25,13 +25,12 @@ pub(crate) struct RetryTemplate<S, B> {
     /// `None` when the request had no headers (no clone, no drop).
     headers: Option<HeaderMap>,
     extensions: Extensions,
-    body: BodyCopy,
-    _body: PhantomData<fn() -> B>,
+    body: Replay<B>,
 }
 
-impl<S, B: 'static> RetryTemplate<S, B> {
+impl<S, B> RetryTemplate<S, B> {
     fn rebuild(self) -> Option<Pending<S, B>> {
-        let mut req = Request::new(self.body.rebuild::<B>()?);
+        let mut req = Request::new(self.body.rebuild()?);
         *req.method_mut() = self.method;
         *req.uri_mut() = self.uri;
         *req.version_mut() = self.version;
@@ -47,8 +46,6 @@ impl<S, B: 'static> RetryTemplate<S, B> {
 /// only the slow paths hold one, and it keeps the future small).
 type Pending<S, B> = Box<(S, Request<B>)>;
 
-/// `grpc-status`, whose value 16 is `UNAUTHENTICATED`.
-const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 pin_project! {
     /// The future of [`TokenService`](crate::TokenService).
@@ -139,26 +136,24 @@ fn token_rejected<T>(response: &Response<T>) -> bool {
             .any(|v| crate::challenge::bearer_error(v).as_deref() == Some("insufficient_scope"));
         return !insufficient_scope;
     }
-    !headers.is_empty()
-        && headers
-            .get(GRPC_STATUS)
-            .is_some_and(|v| v.as_bytes() == b"16")
+    grpc_unauthenticated(headers)
 }
 
 impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
-    B: 'static,
+    B: ReplayBody,
 {
-    type Output = Result<Response<ResBody>, BoxError>;
+    type Output = Result<Response<ResponseBody<ResBody>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
                 StateProj::Passthrough { fut } => {
-                    return fut.poll(cx).map_err(Into::into);
+                    let response = ready!(fut.poll(cx)).map_err(Into::into)?;
+                    return Poll::Ready(Ok(response.map(|body| ResponseBody::new(body, None))));
                 }
                 StateProj::Acquire {
                     fut,
@@ -173,7 +168,10 @@ where
                     // The first attempt keeps what a retry needs, copied
                     // before the token goes in; the retry keeps nothing.
                     let retry = if *first {
-                        retry_template(&pending.0, &pending.1, shared)
+                        let (svc, req) = *pending;
+                        let (req, retry) = prepare(&svc, req, shared);
+                        pending = Box::new((svc, req));
+                        retry
                     } else {
                         None
                     };
@@ -216,11 +214,14 @@ where
                     let response = ready!(fut.poll(cx)).map_err(Into::into)?;
                     let generation = *generation;
                     let Some(shared) = this.shared.as_ref() else {
-                        return Poll::Ready(Ok(response));
+                        return Poll::Ready(Ok(response.map(|body| ResponseBody::new(body, None))));
                     };
                     if !token_rejected(&response) {
                         shared.accepted(generation);
-                        return Poll::Ready(Ok(response));
+                        // Not rejected: a recording is released here.
+                        retry.take();
+                        let watch = Watch::for_response(&response, shared, generation);
+                        return Poll::Ready(Ok(response.map(|body| ResponseBody::new(body, watch))));
                     }
                     // Rejected: the token goes, whichever attempt carried it.
                     let may_retry = shared.reject(generation);
@@ -229,7 +230,7 @@ where
                         _ => None,
                     };
                     let Some(pending) = pending else {
-                        return Poll::Ready(Ok(response));
+                        return Poll::Ready(Ok(response.map(|body| ResponseBody::new(body, None))));
                     };
                     tracing::debug!(generation, "retrying the request with a fresh token");
                     let fut = acquire(shared);
@@ -244,25 +245,30 @@ where
     }
 }
 
-/// The retry template of a request, when retries are on and its body can be
-/// replayed. Copied before the token header goes in.
-pub(crate) fn retry_template<S: Clone, B: 'static>(
+/// Makes `req` ready to be sent again: when retries are on and its body can
+/// be replayed, returns the request to send (its body possibly wrapped in a
+/// recording) with the retry template, copied before the token goes in.
+pub(crate) fn prepare<S: Clone, B: ReplayBody>(
     svc: &S,
-    req: &Request<B>,
+    req: Request<B>,
     shared: &Shared,
-) -> Option<Box<RetryTemplate<S, B>>> {
+) -> (Request<B>, Option<Box<RetryTemplate<S, B>>>) {
     if !shared.config.retry_unauthorized {
-        return None;
+        return (req, None);
     }
-    let body = BodyCopy::of(req.body())?;
-    Some(Box::new(RetryTemplate {
+    let (parts, body) = req.into_parts();
+    let (body, replay) = body.replay(shared.config.replay_limit);
+    if !replay.is_possible() {
+        return (Request::from_parts(parts, body), None);
+    }
+    let template = Box::new(RetryTemplate {
         svc: svc.clone(),
-        method: req.method().clone(),
-        uri: req.uri().clone(),
-        version: req.version(),
-        headers: (!req.headers().is_empty()).then(|| req.headers().clone()),
-        extensions: req.extensions().clone(),
-        body,
-        _body: PhantomData,
-    }))
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        version: parts.version,
+        headers: (!parts.headers.is_empty()).then(|| parts.headers.clone()),
+        extensions: parts.extensions.clone(),
+        body: replay,
+    });
+    (Request::from_parts(parts, body), Some(template))
 }

@@ -199,6 +199,14 @@ impl TokenLayerBuilder {
         self
     }
 
+    /// The most bytes of a streamed request body kept for a replay after a
+    /// rejected token (default 64 KiB); see [`crate::replay`]. A body whose
+    /// sent part grows past it gets the rejection back.
+    pub fn replay_limit(mut self, bytes: usize) -> Self {
+        self.config.replay_limit = bytes;
+        self
+    }
+
     /// The revocation service used by [`TokenCache::shutdown`] and, when
     /// [`revoke_on_drop`](Self::revoke_on_drop) is on, when the last handle
     /// is dropped.

@@ -18,10 +18,25 @@
 //!    more with the new token on a clone of the inner service made ready
 //!    first. A 403 is returned as it is.
 //!
-//! Requests whose body is a stream get the 401 back; the next request
-//! carries the new token. Replayable bodies: `Full<Bytes>`, `Empty<Bytes>`,
-//! `Bytes`, `String`, `Vec<u8>` and, with the `reqwest` feature, a
-//! `reqwest::Body` made from bytes.
+//! Which bodies are sent again is up to their type, through
+//! [`ReplayBody`](crate::replay::ReplayBody): byte bodies are copied up
+//! front (by reference count for `Full<Bytes>` and `Bytes`), type-erased
+//! bodies (`BoxBody`, `UnsyncBoxBody`, `axum::body::Body`, `tonic::body::Body`,
+//! a streamed `reqwest::Body`) are recorded while they are sent, up to
+//! [`replay_limit`](TokenLayerBuilder::replay_limit) (64 KiB), and other
+//! types opt in or out; see [`crate::replay`]. A request that cannot be sent
+//! again gets the 401 back, and the next request carries the new token.
+//!
+//! The response body is the inner service's, in a [`ResponseBody`] that
+//! watches a streamed gRPC answer's trailers: `grpc-status: 16` there drops
+//! the token the call carried, so the next call carries a fresh one.
+//!
+//! A request that waits for a token holds no capacity of the inner service:
+//! the instance its `poll_ready` made ready is dropped (giving back a
+//! `Buffer` slot or a `ConcurrencyLimit` permit), and a clone is made ready
+//! once the token is there. Waiting in `poll_ready` instead was rejected:
+//! `poll_ready` does not know the request, so requests that pass through
+//! untouched (another origin, their own header) would wait for a token too.
 //!
 //! If no token can be had, the request fails with an [`Error`](crate::Error)
 //! (as a `BoxError`) and the inner service is not called: a request is never
@@ -55,17 +70,18 @@
 //!     .service(client);
 //!
 //! let response = svc.ready().await?.call(http::Request::new(Empty::new())).await?;
-//! assert_eq!(response.body(), "Bearer t-1");
+//! assert_eq!(response.body().get_ref(), "Bearer t-1");
 //! # Ok(()) }
 //! ```
 
+mod body;
 mod future;
 #[allow(clippy::module_inception)]
 mod layer;
 mod origin;
-mod replay;
 mod service;
 
+pub use self::body::ResponseBody;
 pub use self::future::ResponseFuture;
 pub use self::layer::{TokenLayer, TokenLayerBuilder};
 pub use self::service::TokenService;

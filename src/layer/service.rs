@@ -1,4 +1,6 @@
-use super::future::{ResponseFuture, retry_template};
+use super::body::ResponseBody;
+use super::future::{ResponseFuture, prepare};
+use crate::replay::ReplayBody;
 use crate::cache::{Snapshot, Stats, TokenCache};
 use crate::error::BoxError;
 use http::{Request, Response};
@@ -69,9 +71,9 @@ impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for TokenService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
-    ReqBody: 'static,
+    ReqBody: ReplayBody,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = BoxError;
     type Future = ResponseFuture<S, ReqBody>;
 
@@ -79,7 +81,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let shared = &self.cache.shared;
         let config = &shared.config;
         if !super::origin::allowed(config.origins.as_deref(), req.uri())
@@ -108,7 +110,7 @@ where
         };
         match usable {
             Some((value, generation)) => {
-                let retry = retry_template(&self.inner, &req, shared);
+                let (mut req, retry) = prepare(&self.inner, req, shared);
                 req.headers_mut().insert(&config.header_name, value);
                 ResponseFuture::called(self.inner.call(req), generation, retry, shared.clone())
             }

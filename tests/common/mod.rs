@@ -554,6 +554,9 @@ impl Chunks {
     }
 }
 
+/// A body type of the application's own that opts out of replay.
+impl tower_token::replay::ReplayBody for Chunks {}
+
 impl http_body::Body for Chunks {
     type Data = Bytes;
     type Error = std::convert::Infallible;

@@ -644,10 +644,14 @@ pub fn get() -> http::Request<String> {
 /// Sends one request through `svc`.
 pub async fn call<S>(svc: &S) -> Result<http::Response<String>, BoxError>
 where
-    S: tower::Service<http::Request<String>, Response = http::Response<String>, Error = BoxError>
-        + Clone,
+    S: tower::Service<
+            http::Request<String>,
+            Response = http::Response<tower_token::layer::ResponseBody<String>>,
+            Error = BoxError,
+        > + Clone,
 {
-    tower::ServiceExt::oneshot(svc.clone(), get()).await
+    let response = tower::ServiceExt::oneshot(svc.clone(), get()).await?;
+    Ok(response.map(tower_token::layer::ResponseBody::into_inner))
 }
 
 /// The `tower_token::Error` inside a layer error.
