@@ -35,7 +35,7 @@
 //! is rejecting every token (wrong audience, clock skew, a revoked client):
 //! the next fetch then waits for the [`Backoff`] like a failed one, and
 //! requests in the meantime fail at once with
-//! [`Error::TokenRejected`](crate::Error::TokenRejected), so the API's
+//! [`Error::TokenRejected`], so the API's
 //! rejections never turn into one token request per API request. The first
 //! answer that is not a 401 ends the streak.
 //!
@@ -44,7 +44,7 @@
 //! [`TokenCache::shutdown`] revokes what the cache holds and waits for the
 //! answers. A fetch in flight when it starts is not published: its token is
 //! revoked too, once it lands, and the requests waiting on it fail with
-//! [`Error::Aborted`](crate::Error::Aborted). Afterwards the cache is empty;
+//! [`Error::Aborted`]. Afterwards the cache is empty;
 //! it stays usable, and a later request fetches a new token.
 //!
 //! With [`revoke_on_drop`](crate::TokenLayerBuilder::revoke_on_drop), dropping

@@ -1,0 +1,2 @@
+//! P9: recording a streamed request body for a possible replay.
+fn main() {}
