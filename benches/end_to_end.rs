@@ -44,8 +44,7 @@ async fn drive<S, R>(svc: S, url: &str, n: u64) -> Duration
 where
     R: http_body::Body,
     R::Error: std::fmt::Debug,
-    S: Service<http::Request<Empty<Bytes>>, Response = http::Response<R>>
-        + Clone,
+    S: Service<http::Request<Empty<Bytes>>, Response = http::Response<R>> + Clone,
     S::Error: std::fmt::Debug,
 {
     let start = Instant::now();

@@ -112,7 +112,10 @@ async fn main() -> Result<(), BoxError> {
         "  client: {:?}",
         answer.as_ref().map(|r| r.get_ref().status())
     );
-    checks.check(answer.is_ok(), "the next call succeeded with the fresh token");
+    checks.check(
+        answer.is_ok(),
+        "the next call succeeded with the fresh token",
+    );
     checks.check(
         servers.tokens_issued() == 2,
         "exactly one new token was fetched",

@@ -3,9 +3,7 @@ use crate::cache::{CachedToken, Shared};
 use crate::error::{BoxError, Error};
 use crate::http_client::BoxFuture;
 use crate::replay::{Replay, ReplayBody};
-use http::{
-    Extensions, HeaderMap, Method, Request, Response, StatusCode, Uri, Version,
-};
+use http::{Extensions, HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
@@ -45,7 +43,6 @@ impl<S, B> RetryTemplate<S, B> {
 /// A service and the request it is to send, waiting for a token (boxed:
 /// only the slow paths hold one, and it keeps the future small).
 type Pending<S, B> = Box<(S, Request<B>)>;
-
 
 pin_project! {
     /// The future of [`TokenService`](crate::TokenService).
@@ -221,7 +218,9 @@ where
                         // Not rejected: a recording is released here.
                         retry.take();
                         let watch = Watch::for_response(&response, shared, generation);
-                        return Poll::Ready(Ok(response.map(|body| ResponseBody::new(body, watch))));
+                        return Poll::Ready(
+                            Ok(response.map(|body| ResponseBody::new(body, watch))),
+                        );
                     }
                     // Rejected: the token goes, whichever attempt carried it.
                     let may_retry = shared.reject(generation);

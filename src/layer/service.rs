@@ -1,8 +1,8 @@
 use super::body::ResponseBody;
 use super::future::{ResponseFuture, prepare};
-use crate::replay::ReplayBody;
 use crate::cache::{Snapshot, Stats, TokenCache};
 use crate::error::BoxError;
+use crate::replay::ReplayBody;
 use http::{Request, Response};
 use std::fmt;
 use std::task::{Context, Poll};

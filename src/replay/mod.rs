@@ -84,8 +84,8 @@ use std::fmt;
 
 mod record;
 
-pub use record::{Recording, Replayed};
 use record::Recorder;
+pub use record::{Recording, Replayed};
 
 /// A request body type that the layer may send again after a rejected
 /// token; see the [module docs](self).
