@@ -86,7 +86,7 @@ use crate::revoke::RevokeService;
 use crate::secret::AccessToken;
 use crate::source::TokenSource;
 use crate::token::Token;
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -143,19 +143,18 @@ impl fmt::Debug for CachedToken {
 }
 
 /// The cache's settings; see [`TokenLayerBuilder`](crate::TokenLayerBuilder).
+/// What a face does with the token (which header, which origins, replays)
+/// is the face's own; the cache only builds the header value once per
+/// token, with the text that goes before it.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
-    pub(crate) header_name: HeaderName,
+    /// Put before the token in its header value (`Bearer`), if anything.
     pub(crate) scheme: Option<String>,
     pub(crate) leeway: Duration,
     pub(crate) refresh_ahead: f64,
     pub(crate) default_lifetime: Duration,
     pub(crate) fetch_timeout: Duration,
     pub(crate) backoff: Backoff,
-    pub(crate) override_existing: bool,
-    pub(crate) origins: Option<Vec<crate::layer::Origin>>,
-    pub(crate) retry_unauthorized: bool,
-    pub(crate) replay_limit: usize,
     pub(crate) revoker: Option<RevokeService>,
     pub(crate) revoke_on_drop: bool,
     pub(crate) revoke_on_drop_timeout: Duration,
@@ -167,17 +166,12 @@ pub(crate) struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            header_name: http::header::AUTHORIZATION,
             scheme: Some("Bearer".to_owned()),
             leeway: Duration::from_secs(30),
             refresh_ahead: 0.1,
             default_lifetime: Duration::from_secs(300),
             fetch_timeout: Duration::from_secs(30),
             backoff: Backoff::default(),
-            override_existing: false,
-            origins: None,
-            retry_unauthorized: true,
-            replay_limit: 64 * 1024,
             revoker: None,
             revoke_on_drop: false,
             revoke_on_drop_timeout: Duration::from_secs(2),

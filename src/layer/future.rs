@@ -1,4 +1,5 @@
 use super::body::{ResponseBody, Watch, grpc_unauthenticated};
+use super::layer::{Face, Settings};
 use crate::cache::{CachedToken, Shared};
 use crate::error::{BoxError, Error};
 use crate::http_client::BoxFuture;
@@ -52,7 +53,7 @@ pin_project! {
     {
         #[pin]
         state: State<S, B>,
-        shared: Option<Arc<Shared>>,
+        face: Option<Arc<Face>>,
     }
 }
 
@@ -83,7 +84,7 @@ where
     pub(crate) fn passthrough(fut: S::Future) -> Self {
         Self {
             state: State::Passthrough { fut },
-            shared: None,
+            face: None,
         }
     }
 
@@ -91,7 +92,7 @@ where
         fut: S::Future,
         generation: u64,
         retry: Option<Box<RetryTemplate<S, B>>>,
-        shared: Arc<Shared>,
+        face: Arc<Face>,
     ) -> Self {
         Self {
             state: State::Called {
@@ -99,19 +100,19 @@ where
                 generation,
                 retry,
             },
-            shared: Some(shared),
+            face: Some(face),
         }
     }
 
     /// Waits for a token, then makes `svc` (not yet ready) ready and sends.
-    pub(crate) fn acquire(svc: S, req: Request<B>, shared: Arc<Shared>) -> Self {
+    pub(crate) fn acquire(svc: S, req: Request<B>, face: Arc<Face>) -> Self {
         Self {
             state: State::Acquire {
-                fut: acquire(&shared),
+                fut: acquire(&face.cache.shared),
                 pending: Some(Box::new((svc, req))),
                 first: true,
             },
-            shared: Some(shared),
+            face: Some(face),
         }
     }
 }
@@ -158,7 +159,7 @@ where
                     first,
                 } => {
                     let token = ready!(fut.as_mut().poll(cx)).map_err(BoxError::from)?;
-                    let (Some(mut pending), Some(shared)) = (pending.take(), this.shared.as_ref())
+                    let (Some(mut pending), Some(face)) = (pending.take(), this.face.as_ref())
                     else {
                         return Poll::Ready(Err(Error::Aborted.into()));
                     };
@@ -166,7 +167,7 @@ where
                     // before the token goes in; the retry keeps nothing.
                     let retry = if *first {
                         let (svc, req) = *pending;
-                        let (req, retry) = prepare(&svc, req, shared);
+                        let (req, retry) = prepare(&svc, req, &face.settings);
                         pending = Box::new((svc, req));
                         retry
                     } else {
@@ -175,7 +176,7 @@ where
                     pending
                         .1
                         .headers_mut()
-                        .insert(&shared.config.header_name, token.header.clone());
+                        .insert(&face.settings.header_name, token.header.clone());
                     this.state.set(State::Ready {
                         pending: Some(pending),
                         generation: token.generation,
@@ -210,9 +211,10 @@ where
                 } => {
                     let response = ready!(fut.poll(cx)).map_err(Into::into)?;
                     let generation = *generation;
-                    let Some(shared) = this.shared.as_ref() else {
+                    let Some(face) = this.face.as_ref() else {
                         return Poll::Ready(Ok(response.map(|body| ResponseBody::new(body, None))));
                     };
+                    let shared = &face.cache.shared;
                     if !token_rejected(&response) {
                         shared.accepted(generation);
                         // Not rejected: a recording is released here.
@@ -250,13 +252,13 @@ where
 pub(crate) fn prepare<S: Clone, B: ReplayBody>(
     svc: &S,
     req: Request<B>,
-    shared: &Shared,
+    settings: &Settings,
 ) -> (Request<B>, Option<Box<RetryTemplate<S, B>>>) {
-    if !shared.config.retry_unauthorized {
+    if !settings.retry_unauthorized {
         return (req, None);
     }
     let (parts, body) = req.into_parts();
-    let (body, replay) = body.replay(shared.config.replay_limit);
+    let (body, replay) = body.replay(settings.replay_limit);
     if !replay.is_possible() {
         return (Request::from_parts(parts, body), None);
     }

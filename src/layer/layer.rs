@@ -1,4 +1,5 @@
 use super::TokenService;
+use super::origin::Origin;
 use crate::cache::{Backoff, Config, Stats, TokenCache};
 use crate::error::ConfigError;
 use crate::revoke::RevokeService;
@@ -6,6 +7,7 @@ use crate::source::TokenSource;
 use crate::token::is_header_safe;
 use http::HeaderName;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tower_layer::Layer;
 
@@ -15,13 +17,44 @@ use tower_layer::Layer;
 /// makes share one [`TokenCache`]. See the [module docs](crate::layer).
 #[derive(Clone)]
 pub struct TokenLayer {
-    cache: TokenCache,
+    face: Arc<Face>,
+}
+
+/// What the layer's services share: the cache, and the layer's own
+/// settings (which header, which origins, replays).
+#[derive(Debug)]
+pub(crate) struct Face {
+    pub(crate) cache: TokenCache,
+    pub(crate) settings: Settings,
+}
+
+/// The layer's own settings; the cache knows none of them.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub(crate) header_name: HeaderName,
+    pub(crate) override_existing: bool,
+    pub(crate) origins: Option<Vec<Origin>>,
+    pub(crate) retry_unauthorized: bool,
+    pub(crate) replay_limit: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            header_name: http::header::AUTHORIZATION,
+            override_existing: false,
+            origins: None,
+            retry_unauthorized: true,
+            replay_limit: 64 * 1024,
+        }
+    }
 }
 
 impl fmt::Debug for TokenLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenLayer")
-            .field("cache", &self.cache)
+            .field("cache", &self.face.cache)
+            .field("settings", &self.face.settings)
             .finish()
     }
 }
@@ -30,8 +63,15 @@ impl TokenLayer {
     /// A layer with the default settings: `Authorization: Bearer <token>`,
     /// 30 s leeway, refresh ahead in the last 10 % of a token's lifetime.
     pub fn new(source: impl TokenSource) -> Self {
+        Self::from_parts(
+            TokenCache::new(Box::new(source), Config::default()),
+            Settings::default(),
+        )
+    }
+
+    fn from_parts(cache: TokenCache, settings: Settings) -> Self {
         Self {
-            cache: TokenCache::new(Box::new(source), Config::default()),
+            face: Arc::new(Face { cache, settings }),
         }
     }
 
@@ -40,6 +80,7 @@ impl TokenLayer {
         TokenLayerBuilder {
             source: Box::new(source),
             config: Config::default(),
+            settings: Settings::default(),
             error: None,
         }
     }
@@ -64,18 +105,18 @@ impl TokenLayer {
 
     /// The cache this layer's services share.
     pub fn cache(&self) -> &TokenCache {
-        &self.cache
+        &self.face.cache
     }
 
     /// A snapshot of the cache's counters.
     pub fn stats(&self) -> Stats {
-        self.cache.stats()
+        self.face.cache.stats()
     }
 
     /// Revokes the held tokens and waits for the answer; see
     /// [`TokenCache::shutdown`].
     pub async fn shutdown(&self) -> Result<(), crate::Error> {
-        self.cache.shutdown().await
+        self.face.cache.shutdown().await
     }
 }
 
@@ -83,7 +124,7 @@ impl<S> Layer<S> for TokenLayer {
     type Service = TokenService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        TokenService::new(inner, self.cache.clone())
+        TokenService::from_face(inner, Arc::clone(&self.face))
     }
 }
 
@@ -91,6 +132,7 @@ impl<S> Layer<S> for TokenLayer {
 pub struct TokenLayerBuilder {
     source: Box<dyn TokenSource>,
     config: Config,
+    settings: Settings,
     error: Option<ConfigError>,
 }
 
@@ -98,6 +140,7 @@ impl fmt::Debug for TokenLayerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenLayerBuilder")
             .field("config", &self.config)
+            .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }
@@ -145,7 +188,7 @@ impl TokenLayerBuilder {
 
     /// The header that carries the token (default `Authorization`).
     pub fn header(mut self, name: HeaderName) -> Self {
-        self.config.header_name = name;
+        self.settings.header_name = name;
         self
     }
 
@@ -172,8 +215,8 @@ impl TokenLayerBuilder {
     /// URI has no authority (what a client bound to one origin, such as
     /// tonic's `Channel`, receives) count as allowed.
     pub fn allow_origin(mut self, origin: &str) -> Self {
-        match super::Origin::parse(origin) {
-            Some(o) => self.config.origins.get_or_insert_with(Vec::new).push(o),
+        match Origin::parse(origin) {
+            Some(o) => self.settings.origins.get_or_insert_with(Vec::new).push(o),
             None => {
                 self.error = Some(ConfigError::InvalidUrl {
                     url: origin.to_owned(),
@@ -187,7 +230,7 @@ impl TokenLayerBuilder {
     /// Replaces the header on requests that already carry it (by default
     /// such requests are sent as they are).
     pub fn override_existing(mut self, yes: bool) -> Self {
-        self.config.override_existing = yes;
+        self.settings.override_existing = yes;
         self
     }
 
@@ -195,7 +238,7 @@ impl TokenLayerBuilder {
     /// its body can be replayed (default on). The token is invalidated
     /// either way.
     pub fn retry_unauthorized(mut self, yes: bool) -> Self {
-        self.config.retry_unauthorized = yes;
+        self.settings.retry_unauthorized = yes;
         self
     }
 
@@ -203,7 +246,7 @@ impl TokenLayerBuilder {
     /// rejected token (default 64 KiB); see [`crate::replay`]. A body whose
     /// sent part grows past it gets the rejection back.
     pub fn replay_limit(mut self, bytes: usize) -> Self {
-        self.config.replay_limit = bytes;
+        self.settings.replay_limit = bytes;
         self
     }
 
@@ -274,8 +317,9 @@ impl TokenLayerBuilder {
                 reason: "is zero: a token without `expires_in` would be expired on arrival",
             });
         }
-        Ok(TokenLayer {
-            cache: TokenCache::new(self.source, self.config),
-        })
+        Ok(TokenLayer::from_parts(
+            TokenCache::new(self.source, self.config),
+            self.settings,
+        ))
     }
 }

@@ -86,4 +86,3 @@ pub use self::future::ResponseFuture;
 pub use self::layer::{TokenLayer, TokenLayerBuilder};
 pub use self::service::TokenService;
 
-pub(crate) use self::origin::Origin;

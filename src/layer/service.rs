@@ -1,10 +1,12 @@
 use super::body::ResponseBody;
 use super::future::{ResponseFuture, prepare};
+use super::layer::{Face, Settings};
 use crate::cache::{Snapshot, Stats, TokenCache};
 use crate::error::BoxError;
 use crate::replay::ReplayBody;
 use http::{Request, Response};
 use std::fmt;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tower_service::Service;
@@ -18,7 +20,7 @@ use tower_service::Service;
 #[derive(Clone)]
 pub struct TokenService<S> {
     inner: S,
-    cache: TokenCache,
+    face: Arc<Face>,
     /// This clone's copy of the current token's header and deadlines.
     local: Option<Snapshot>,
 }
@@ -26,17 +28,27 @@ pub struct TokenService<S> {
 impl<S> fmt::Debug for TokenService<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenService")
-            .field("cache", &self.cache)
+            .field("cache", &self.face.cache)
             .finish_non_exhaustive()
     }
 }
 
 impl<S> TokenService<S> {
-    /// Wraps `inner`, sharing `cache`.
+    /// Wraps `inner`, sharing `cache`, with the default settings of
+    /// [`TokenLayer`](crate::TokenLayer) (`Authorization`, every origin,
+    /// replay after a 401).
     pub fn new(inner: S, cache: TokenCache) -> Self {
+        let face = Face {
+            cache,
+            settings: Settings::default(),
+        };
+        Self::from_face(inner, Arc::new(face))
+    }
+
+    pub(crate) fn from_face(inner: S, face: Arc<Face>) -> Self {
         Self {
             inner,
-            cache,
+            face,
             local: None,
         }
     }
@@ -58,12 +70,12 @@ impl<S> TokenService<S> {
 
     /// The cache this service shares.
     pub fn cache(&self) -> &TokenCache {
-        &self.cache
+        &self.face.cache
     }
 
     /// A snapshot of the cache's counters.
     pub fn stats(&self) -> Stats {
-        self.cache.stats()
+        self.face.cache.stats()
     }
 }
 
@@ -82,10 +94,10 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let shared = &self.cache.shared;
-        let config = &shared.config;
-        if !super::origin::allowed(config.origins.as_deref(), req.uri())
-            || (!config.override_existing && req.headers().contains_key(&config.header_name))
+        let face = &self.face;
+        let (shared, settings) = (&face.cache.shared, &face.settings);
+        if !super::origin::allowed(settings.origins.as_deref(), req.uri())
+            || (!settings.override_existing && req.headers().contains_key(&settings.header_name))
         {
             return ResponseFuture::passthrough(self.inner.call(req));
         }
@@ -110,9 +122,9 @@ where
         };
         match usable {
             Some((value, generation)) => {
-                let (mut req, retry) = prepare(&self.inner, req, shared);
-                req.headers_mut().insert(&config.header_name, value);
-                ResponseFuture::called(self.inner.call(req), generation, retry, shared.clone())
+                let (mut req, retry) = prepare(&self.inner, req, settings);
+                req.headers_mut().insert(&settings.header_name, value);
+                ResponseFuture::called(self.inner.call(req), generation, retry, face.clone())
             }
             None => {
                 // Wait for a token holding no capacity of the inner service:
@@ -123,7 +135,7 @@ where
                 // a clone of its own ready once the token is there.
                 let waiting = self.inner.clone();
                 drop(std::mem::replace(&mut self.inner, waiting.clone()));
-                ResponseFuture::acquire(waiting, req, shared.clone())
+                ResponseFuture::acquire(waiting, req, face.clone())
             }
         }
     }
