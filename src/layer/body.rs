@@ -2,25 +2,14 @@
 //! service's body, watched for a gRPC `UNAUTHENTICATED` in its trailers.
 
 use crate::cache::Shared;
+use crate::face::{GRPC_STATUS, grpc_unauthenticated};
 use bytes::Buf;
-use http::{HeaderMap, HeaderName};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-
-/// `grpc-status`, whose value 16 is `UNAUTHENTICATED`.
-pub(crate) const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
-
-/// Whether gRPC headers or trailers say `UNAUTHENTICATED`.
-pub(crate) fn grpc_unauthenticated(headers: &HeaderMap) -> bool {
-    !headers.is_empty()
-        && headers
-            .get(GRPC_STATUS)
-            .is_some_and(|v| v.as_bytes() == b"16")
-}
 
 /// The token a streamed gRPC answer was sent with, to drop if its trailers
 /// say `UNAUTHENTICATED`.

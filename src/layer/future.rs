@@ -1,10 +1,10 @@
-use super::body::{ResponseBody, Watch, grpc_unauthenticated};
-use super::layer::{Face, Settings};
+use super::body::{ResponseBody, Watch};
 use crate::cache::{CachedToken, Shared};
 use crate::error::{BoxError, Error};
+use crate::face::{Face, Settings, rejected};
 use crate::http_client::BoxFuture;
 use crate::replay::{Replay, ReplayBody};
-use http::{Extensions, HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http::{Extensions, HeaderMap, Method, Request, Response, Uri, Version};
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
@@ -122,21 +122,6 @@ fn acquire(shared: &Arc<Shared>) -> Acquire {
     Box::pin(async move { shared.acquire().await })
 }
 
-/// Whether an answer says the token was rejected: 401 without
-/// `error="insufficient_scope"`, or a gRPC `UNAUTHENTICATED` in the headers.
-fn token_rejected<T>(response: &Response<T>) -> bool {
-    let headers = response.headers();
-    if response.status() == StatusCode::UNAUTHORIZED {
-        let insufficient_scope = headers
-            .get_all(http::header::WWW_AUTHENTICATE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| crate::challenge::bearer_error(v).as_deref() == Some("insufficient_scope"));
-        return !insufficient_scope;
-    }
-    grpc_unauthenticated(headers)
-}
-
 impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone,
@@ -215,7 +200,7 @@ where
                         return Poll::Ready(Ok(response.map(|body| ResponseBody::new(body, None))));
                     };
                     let shared = &face.cache.shared;
-                    if !token_rejected(&response) {
+                    if !rejected(response.status(), response.headers()) {
                         shared.accepted(generation);
                         // Not rejected: a recording is released here.
                         retry.take();

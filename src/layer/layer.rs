@@ -1,7 +1,8 @@
 use super::TokenService;
-use super::origin::Origin;
 use crate::cache::{Backoff, Config, Stats, TokenCache};
 use crate::error::ConfigError;
+use crate::face::{Face, Settings};
+use crate::origin::Origin;
 use crate::revoke::RevokeService;
 use crate::source::TokenSource;
 use crate::token::is_header_safe;
@@ -18,36 +19,6 @@ use tower_layer::Layer;
 #[derive(Clone)]
 pub struct TokenLayer {
     face: Arc<Face>,
-}
-
-/// What the layer's services share: the cache, and the layer's own
-/// settings (which header, which origins, replays).
-#[derive(Debug)]
-pub(crate) struct Face {
-    pub(crate) cache: TokenCache,
-    pub(crate) settings: Settings,
-}
-
-/// The layer's own settings; the cache knows none of them.
-#[derive(Clone, Debug)]
-pub(crate) struct Settings {
-    pub(crate) header_name: HeaderName,
-    pub(crate) override_existing: bool,
-    pub(crate) origins: Option<Vec<Origin>>,
-    pub(crate) retry_unauthorized: bool,
-    pub(crate) replay_limit: usize,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            header_name: http::header::AUTHORIZATION,
-            override_existing: false,
-            origins: None,
-            retry_unauthorized: true,
-            replay_limit: 64 * 1024,
-        }
-    }
 }
 
 impl fmt::Debug for TokenLayer {

@@ -78,11 +78,9 @@ mod body;
 mod future;
 #[allow(clippy::module_inception)]
 mod layer;
-mod origin;
 mod service;
 
 pub use self::body::ResponseBody;
 pub use self::future::ResponseFuture;
 pub use self::layer::{TokenLayer, TokenLayerBuilder};
 pub use self::service::TokenService;
-

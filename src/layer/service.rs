@@ -1,8 +1,8 @@
 use super::body::ResponseBody;
 use super::future::{ResponseFuture, prepare};
-use super::layer::{Face, Settings};
 use crate::cache::{Snapshot, Stats, TokenCache};
 use crate::error::BoxError;
+use crate::face::{Face, Settings};
 use crate::replay::ReplayBody;
 use http::{Request, Response};
 use std::fmt;
@@ -96,9 +96,7 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let face = &self.face;
         let (shared, settings) = (&face.cache.shared, &face.settings);
-        if !super::origin::allowed(settings.origins.as_deref(), req.uri())
-            || (!settings.override_existing && req.headers().contains_key(&settings.header_name))
-        {
+        if !settings.applies(req.uri(), req.headers()) {
             return ResponseFuture::passthrough(self.inner.call(req));
         }
         let now = Instant::now();

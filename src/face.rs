@@ -1,0 +1,73 @@
+//! What every face of the cache shares — the tower layer, the
+//! reqwest-middleware middleware: which header carries the token, which
+//! origins get it, whether a rejected request is sent again, and how a
+//! rejection is recognised. The cache knows none of it.
+
+use crate::cache::TokenCache;
+use crate::origin::Origin;
+use http::{HeaderMap, HeaderName, StatusCode};
+
+/// A cache with the settings of the face that sends its token.
+#[derive(Debug)]
+pub(crate) struct Face {
+    pub(crate) cache: TokenCache,
+    pub(crate) settings: Settings,
+}
+
+/// A face's own settings.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub(crate) header_name: HeaderName,
+    pub(crate) override_existing: bool,
+    pub(crate) origins: Option<Vec<Origin>>,
+    pub(crate) retry_unauthorized: bool,
+    pub(crate) replay_limit: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            header_name: http::header::AUTHORIZATION,
+            override_existing: false,
+            origins: None,
+            retry_unauthorized: true,
+            replay_limit: 64 * 1024,
+        }
+    }
+}
+
+impl Settings {
+    /// Whether a request for `uri` whose headers are `headers` gets the
+    /// token: its origin is allowed, and it has no such header of its own
+    /// (unless overriding).
+    #[inline]
+    pub(crate) fn applies(&self, uri: &http::Uri, headers: &HeaderMap) -> bool {
+        crate::origin::allowed(self.origins.as_deref(), uri)
+            && (self.override_existing || !headers.contains_key(&self.header_name))
+    }
+}
+
+/// `grpc-status`, whose value 16 is `UNAUTHENTICATED`.
+pub(crate) const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
+/// Whether gRPC headers or trailers say `UNAUTHENTICATED`.
+pub(crate) fn grpc_unauthenticated(headers: &HeaderMap) -> bool {
+    !headers.is_empty()
+        && headers
+            .get(GRPC_STATUS)
+            .is_some_and(|v| v.as_bytes() == b"16")
+}
+
+/// Whether an answer says the token was rejected: 401 without
+/// `error="insufficient_scope"`, or a gRPC `UNAUTHENTICATED` in the headers.
+pub(crate) fn rejected(status: StatusCode, headers: &HeaderMap) -> bool {
+    if status == StatusCode::UNAUTHORIZED {
+        let insufficient_scope = headers
+            .get_all(http::header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| crate::challenge::bearer_error(v).as_deref() == Some("insufficient_scope"));
+        return !insufficient_scope;
+    }
+    grpc_unauthenticated(headers)
+}
