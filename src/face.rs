@@ -42,8 +42,24 @@ impl Settings {
     /// (unless overriding).
     #[inline]
     pub(crate) fn applies(&self, uri: &http::Uri, headers: &HeaderMap) -> bool {
-        crate::origin::allowed(self.origins.as_deref(), uri)
-            && (self.override_existing || !headers.contains_key(&self.header_name))
+        crate::origin::allowed(self.origins.as_deref(), uri) && self.header_free(headers)
+    }
+
+    /// [`applies`](Self::applies) for a request whose target is a `Url`.
+    #[cfg(feature = "reqwest-middleware")]
+    pub(crate) fn applies_to_url(&self, url: &url::Url, headers: &HeaderMap) -> bool {
+        let allowed = match &self.origins {
+            None => true,
+            Some(origins) => origins.iter().any(|o| o.matches_url(url)),
+        };
+        allowed && self.header_free(headers)
+    }
+
+    /// Whether the token header may go in: the request has none of its
+    /// own, or it is overridden.
+    #[inline]
+    fn header_free(&self, headers: &HeaderMap) -> bool {
+        self.override_existing || !headers.contains_key(&self.header_name)
     }
 }
 

@@ -106,6 +106,8 @@ pub mod error;
 mod face;
 pub mod http_client;
 pub mod layer;
+#[cfg(feature = "reqwest-middleware")]
+pub mod middleware;
 mod origin;
 pub mod preset;
 pub mod replay;
@@ -114,7 +116,7 @@ pub mod secret;
 pub mod source;
 pub mod token;
 
-pub use cache::{Stats, TokenCache};
+pub use cache::{CurrentToken, Stats, TokenCache};
 pub use error::{BoxError, ConfigError, Error};
 pub use layer::{TokenLayer, TokenLayerBuilder, TokenService};
 pub use preset::Provider;

@@ -22,6 +22,15 @@ impl Origin {
         })
     }
 
+    /// Whether `url` is of this origin.
+    pub(crate) fn matches_url(&self, url: &url::Url) -> bool {
+        url.scheme().eq_ignore_ascii_case(&self.scheme)
+            && url
+                .host_str()
+                .is_some_and(|h| h.eq_ignore_ascii_case(&self.host))
+            && url.port_or_known_default() == Some(self.port)
+    }
+
     fn matches(&self, uri: &Uri) -> bool {
         let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
             return false;

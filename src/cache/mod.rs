@@ -224,6 +224,42 @@ pub struct Stats {
     pub token_expires_at: Option<SystemTime>,
 }
 
+/// A usable token from the cache, as [`TokenCache::current`] and
+/// [`TokenCache::acquire`] hand it out: the access token and the header
+/// value built for it once, when it arrived. Cheap to clone; its `Debug`
+/// shows no secret.
+#[derive(Clone)]
+pub struct CurrentToken {
+    cached: Arc<CachedToken>,
+}
+
+impl CurrentToken {
+    /// The access token.
+    pub fn access_token(&self) -> &AccessToken {
+        self.cached.token.access_token()
+    }
+
+    /// The header value to send (`Bearer <token>` by default), marked
+    /// sensitive.
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.cached.header
+    }
+
+    /// When the token expires, as the server stated it, on the wall clock.
+    pub fn expires_at(&self) -> SystemTime {
+        self.cached.expires_at_wall
+    }
+}
+
+impl fmt::Debug for CurrentToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CurrentToken")
+            .field("generation", &self.cached.generation)
+            .field("expires_at", &self.cached.expires_at_wall)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A handle to a token cache. Cheap to clone; every clone, every
 /// [`TokenLayer`](crate::TokenLayer) and every [`TokenService`](crate::TokenService)
 /// made from it share the one cache.
@@ -260,6 +296,65 @@ impl TokenCache {
             None => self.shared.acquire().await?,
         };
         Ok(cached.token.access_token().clone())
+    }
+
+    /// The current token if the cache holds a usable one: synchronous, never
+    /// fetches (for a tonic `Interceptor` or a middleware of your own). Like
+    /// a request, a call in the refresh-ahead window starts the background
+    /// refresh. `None` when the cache is empty or its token is no longer
+    /// usable: then [`acquire`](Self::acquire) waits for one.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_token::{source, Token, TokenLayer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_token::Error> {
+    /// let layer = TokenLayer::new(source::from_fn(|_| async {
+    ///     Ok::<_, std::io::Error>(Token::new("t-1").with_expires_in(Duration::from_secs(60)))
+    /// }));
+    /// let cache = layer.cache();
+    /// assert!(cache.current().is_none());
+    /// let token = cache.acquire().await?;
+    /// assert_eq!(token.header_value(), "Bearer t-1");
+    ///
+    /// // The API answered 401 to it: drop it, if it is still the current one.
+    /// cache.invalidate_if_current(&token);
+    /// assert!(cache.current().is_none());
+    /// # Ok(()) }
+    /// ```
+    pub fn current(&self) -> Option<CurrentToken> {
+        let cached = self.shared.fresh()?;
+        self.shared.refresh_if_due(&cached);
+        Some(CurrentToken { cached })
+    }
+
+    /// The current token, fetching one if the cache has none that is usable
+    /// (concurrent callers share one fetch).
+    pub async fn acquire(&self) -> Result<CurrentToken, Error> {
+        if let Some(current) = self.current() {
+            return Ok(current);
+        }
+        let cached = self.shared.acquire().await?;
+        Ok(CurrentToken { cached })
+    }
+
+    /// The API rejected `token` (a 401): drops it if it is still the
+    /// current one — so a burst of rejections of one token drops it once —
+    /// and fetches its successor, at once for the first rejection in a row
+    /// and after the [`Backoff`] for the next ones (see the
+    /// [module docs](self)). Returns whether a request may be sent again
+    /// with a fresh token: one is being fetched, or is already there.
+    pub fn invalidate_if_current(&self, token: &CurrentToken) -> bool {
+        self.shared.reject(token.cached.generation)
+    }
+
+    /// An answer other than a rejection came back for a request that
+    /// carried `token`: it ends a streak of rejections (see
+    /// [`invalidate_if_current`](Self::invalidate_if_current)). Cheap when
+    /// there is none.
+    pub fn accepted(&self, token: &CurrentToken) {
+        self.shared.accepted(token.cached.generation);
     }
 
     /// Drops the current token so that the next request fetches a new one.

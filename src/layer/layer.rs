@@ -74,6 +74,17 @@ impl TokenLayer {
         Self::builder(source).revoker(revoker)
     }
 
+    pub(crate) fn face(&self) -> &Arc<Face> {
+        &self.face
+    }
+
+    /// A [`reqwest_middleware`] middleware sharing this layer's cache and
+    /// settings; see [`crate::middleware`].
+    #[cfg(feature = "reqwest-middleware")]
+    pub fn middleware(&self) -> crate::middleware::TokenMiddleware {
+        crate::middleware::TokenMiddleware::new(self)
+    }
+
     /// The cache this layer's services share.
     pub fn cache(&self) -> &TokenCache {
         &self.face.cache

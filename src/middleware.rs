@@ -1,0 +1,192 @@
+//! The cache as a [`reqwest_middleware`] middleware (feature
+//! `reqwest-middleware`), so reqwest users keep `ClientWithMiddleware`,
+//! `RequestBuilder` and `reqwest::Response`.
+//!
+//! [`TokenMiddleware`] is a face of the same [`TokenCache`] as
+//! [`TokenLayer`]: one token for every request, single flight, refresh
+//! ahead, origin binding, the same stats. A request answered 401 (without
+//! `error="insufficient_scope"`) drops the token it carried and is sent once
+//! more with a fresh one: a body made from bytes is cloned up front
+//! (`reqwest::Request::try_clone`, a reference count), and a streamed body
+//! is recorded while it is sent and replayed whole, up to the replay limit
+//! (see [`crate::replay`]). Every attempt goes through the middlewares after
+//! this one again.
+//!
+//! Build it from a [`TokenLayer`], which holds the settings (header, scheme,
+//! origins, leeway, revocation, …): the middleware and any layer made from
+//! the same `TokenLayer` share one cache.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use reqwest_middleware::ClientBuilder;
+//! use tower_token::{middleware::TokenMiddleware, source, Token, TokenLayer};
+//!
+//! # fn main() -> Result<(), tower_token::BoxError> {
+//! let layer = TokenLayer::builder(source::from_fn(|_| async {
+//!     Ok::<_, std::io::Error>(Token::new("t-1").with_expires_in(Duration::from_secs(3600)))
+//! }))
+//! .allow_origin("https://api.example.com")
+//! .build()?;
+//! let client = ClientBuilder::new(reqwest::Client::new())
+//!     .with(TokenMiddleware::new(&layer))
+//!     .build();
+//! // client.get("https://api.example.com/orders").send().await? carries the token.
+//! # let _ = client;
+//! # Ok(()) }
+//! ```
+
+use crate::cache::{CurrentToken, Stats, TokenCache};
+use crate::face::{Face, rejected};
+use crate::layer::TokenLayer;
+use crate::replay::ReplayBody;
+use http::Extensions;
+use reqwest_middleware::{Middleware, Next};
+use std::fmt;
+use std::sync::Arc;
+
+/// The token cache as a `reqwest_middleware::Middleware`; see the
+/// [module docs](self).
+#[derive(Clone)]
+pub struct TokenMiddleware {
+    face: Arc<Face>,
+}
+
+impl fmt::Debug for TokenMiddleware {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenMiddleware")
+            .field("cache", &self.face.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenMiddleware {
+    /// A middleware sharing `layer`'s cache and settings.
+    pub fn new(layer: &TokenLayer) -> Self {
+        Self {
+            face: Arc::clone(layer.face()),
+        }
+    }
+
+    /// The cache this middleware shares.
+    pub fn cache(&self) -> &TokenCache {
+        &self.face.cache
+    }
+
+    /// A snapshot of the cache's counters.
+    pub fn stats(&self) -> Stats {
+        self.face.cache.stats()
+    }
+
+    fn attach(&self, request: &mut reqwest::Request, token: &CurrentToken) {
+        request.headers_mut().insert(
+            &self.face.settings.header_name,
+            token.header_value().clone(),
+        );
+    }
+}
+
+impl From<&TokenLayer> for TokenMiddleware {
+    fn from(layer: &TokenLayer) -> Self {
+        Self::new(layer)
+    }
+}
+
+/// What sends a request again: its head, and a clone or replay of its body.
+struct Again {
+    method: http::Method,
+    url: reqwest::Url,
+    headers: http::HeaderMap,
+    version: http::Version,
+    timeout: Option<std::time::Duration>,
+    body: Option<crate::replay::Replay<reqwest::Body>>,
+}
+
+impl Again {
+    /// Keeps what a retry of `request` needs, or `None` when its body can
+    /// never be sent again. Called before the token goes in.
+    fn of(request: &mut reqwest::Request, limit: usize) -> Option<Self> {
+        let body = match request.body_mut().take() {
+            None => None,
+            Some(body) => {
+                let (body, replay) = body.replay(limit);
+                *request.body_mut() = Some(body);
+                if !replay.is_possible() {
+                    return None;
+                }
+                Some(replay)
+            }
+        };
+        Some(Self {
+            method: request.method().clone(),
+            url: request.url().clone(),
+            headers: request.headers().clone(),
+            version: request.version(),
+            timeout: request.timeout().copied(),
+            body,
+        })
+    }
+
+    /// The request again, if its whole body can be sent again.
+    fn rebuild(self) -> Option<reqwest::Request> {
+        let mut request = reqwest::Request::new(self.method, self.url);
+        *request.headers_mut() = self.headers;
+        *request.version_mut() = self.version;
+        *request.timeout_mut() = self.timeout;
+        if let Some(replay) = self.body {
+            *request.body_mut() = Some(replay.rebuild()?);
+        }
+        Some(request)
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for TokenMiddleware {
+    async fn handle(
+        &self,
+        mut request: reqwest::Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        let settings = &self.face.settings;
+        if !settings.applies_to_url(request.url(), request.headers()) {
+            return next.run(request, extensions).await;
+        }
+        let cache = &self.face.cache;
+        let token = cache
+            .acquire()
+            .await
+            .map_err(reqwest_middleware::Error::middleware)?;
+        let again = if settings.retry_unauthorized {
+            Again::of(&mut request, settings.replay_limit)
+        } else {
+            None
+        };
+        self.attach(&mut request, &token);
+        let response = next.clone().run(request, extensions).await?;
+        if !rejected(response.status(), response.headers()) {
+            cache.accepted(&token);
+            return Ok(response);
+        }
+        let may_retry = cache.invalidate_if_current(&token);
+        let Some(mut request) = again.filter(|_| may_retry).and_then(Again::rebuild) else {
+            return Ok(response);
+        };
+        drop(response);
+        tracing::debug!("retrying the request with a fresh token");
+        let token = cache
+            .acquire()
+            .await
+            .map_err(reqwest_middleware::Error::middleware)?;
+        self.attach(&mut request, &token);
+        let response = next.run(request, extensions).await?;
+        if rejected(response.status(), response.headers()) {
+            // The retry's answer is final; its token goes all the same.
+            cache.invalidate_if_current(&token);
+        } else {
+            cache.accepted(&token);
+        }
+        Ok(response)
+    }
+}
