@@ -112,6 +112,7 @@ mod origin;
 pub mod preset;
 pub mod replay;
 pub mod revoke;
+pub mod router;
 pub mod secret;
 pub mod source;
 pub mod token;

@@ -31,7 +31,8 @@ impl Origin {
             && url.port_or_known_default() == Some(self.port)
     }
 
-    fn matches(&self, uri: &Uri) -> bool {
+    /// Whether `uri` is of this origin (a URI without an authority is not).
+    pub(crate) fn matches(&self, uri: &Uri) -> bool {
         let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
             return false;
         };

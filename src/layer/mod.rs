@@ -84,3 +84,4 @@ pub use self::body::ResponseBody;
 pub use self::future::ResponseFuture;
 pub use self::layer::{TokenLayer, TokenLayerBuilder};
 pub use self::service::TokenService;
+pub(crate) use self::service::attach_and_call;

@@ -94,47 +94,59 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let face = &self.face;
-        let (shared, settings) = (&face.cache.shared, &face.settings);
-        if !settings.applies(req.uri(), req.headers()) {
-            return ResponseFuture::passthrough(self.inner.call(req));
+        attach_and_call(&mut self.inner, &self.face, &mut self.local, req)
+    }
+}
+
+/// Sends `req` through `inner` with `face`'s token: the request path of
+/// [`TokenService`], and of each route of a
+/// [`TokenRouter`](crate::router::TokenRouter). `local` is the caller's copy
+/// of the face's current token.
+pub(crate) fn attach_and_call<S, ReqBody, ResBody>(
+    inner: &mut S,
+    face: &Arc<Face>,
+    local: &mut Option<Snapshot>,
+    req: Request<ReqBody>,
+) -> ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    ReqBody: ReplayBody,
+{
+    let (shared, settings) = (&face.cache.shared, &face.settings);
+    if !settings.applies(req.uri(), req.headers()) {
+        return ResponseFuture::passthrough(inner.call(req));
+    }
+    let now = Instant::now();
+    let wall = shared.wall();
+    let generation = shared.current_generation();
+    if local.as_ref().is_none_or(|l| l.generation != generation) {
+        *local = shared.snapshot();
+    }
+    let usable = match local {
+        Some(local) if local.deadlines.usable(now, wall) => {
+            if local.deadlines.refresh_due(now, wall) {
+                shared.refresh_ahead(local.generation, now);
+            }
+            Some((local.header.clone(), local.generation))
         }
-        let now = Instant::now();
-        let wall = shared.wall();
-        let generation = shared.current_generation();
-        if self
-            .local
-            .as_ref()
-            .is_none_or(|l| l.generation != generation)
-        {
-            self.local = shared.snapshot();
+        _ => None,
+    };
+    match usable {
+        Some((value, generation)) => {
+            let (mut req, retry) = prepare(inner, req, settings);
+            req.headers_mut().insert(&settings.header_name, value);
+            ResponseFuture::called(inner.call(req), generation, retry, face.clone())
         }
-        let usable = match &self.local {
-            Some(local) if local.deadlines.usable(now, wall) => {
-                if local.deadlines.refresh_due(now, wall) {
-                    shared.refresh_ahead(local.generation, now);
-                }
-                Some((local.header.clone(), local.generation))
-            }
-            _ => None,
-        };
-        match usable {
-            Some((value, generation)) => {
-                let (mut req, retry) = prepare(&self.inner, req, settings);
-                req.headers_mut().insert(&settings.header_name, value);
-                ResponseFuture::called(self.inner.call(req), generation, retry, face.clone())
-            }
-            None => {
-                // Wait for a token holding no capacity of the inner service:
-                // the instance made ready for this call is dropped, which
-                // gives back what its `poll_ready` reserved (a `Buffer` slot,
-                // a `ConcurrencyLimit` permit), since the token endpoint may
-                // be reached through the same bounded stack. The future makes
-                // a clone of its own ready once the token is there.
-                let waiting = self.inner.clone();
-                drop(std::mem::replace(&mut self.inner, waiting.clone()));
-                ResponseFuture::acquire(waiting, req, face.clone())
-            }
+        None => {
+            // Wait for a token holding no capacity of the inner service:
+            // the instance made ready for this call is dropped, which gives
+            // back what its `poll_ready` reserved (a `Buffer` slot, a
+            // `ConcurrencyLimit` permit), since the token endpoint may be
+            // reached through the same bounded stack. The future makes a
+            // clone of its own ready once the token is there.
+            let waiting = inner.clone();
+            drop(std::mem::replace(inner, waiting.clone()));
+            ResponseFuture::acquire(waiting, req, face.clone())
         }
     }
 }
