@@ -26,15 +26,25 @@
 //! `Timeout`, `Retry`, `ConcurrencyLimit`, `Buffer` and tower-http layers:
 //!
 //! - **hyper-util**'s legacy `Client`: as it is (the example below);
-//! - **reqwest**: through [`adapter::ReqwestService`], which takes
-//!   `http::Request`s; request bodies made from bytes are replayed after a
-//!   401;
-//! - **tonic**: around a `Channel` (`HealthClient::new(layer.layer(channel))`);
-//!   an `UNAUTHENTICATED` answer (`grpc-status: 16`) invalidates the token
-//!   and the next call carries a fresh one (a gRPC request body is a stream,
-//!   so that call is not replayed);
+//! - **reqwest**: [`middleware::TokenMiddleware`] (feature
+//!   `reqwest-middleware`) keeps `ClientWithMiddleware`, `RequestBuilder`
+//!   and `reqwest::Response`; or [`adapter::ReqwestService`] puts a
+//!   `reqwest::Client` under the layer;
+//! - **tonic** (feature `tonic`): around a `Channel`
+//!   (`HealthClient::new(layer.layer(channel))`); a call answered
+//!   `UNAUTHENTICATED` (`grpc-status: 16`) is sent again with a fresh token,
+//!   its body recorded while it was sent ([`replay`]);
 //! - **axum**: keep a [`TokenService`] in the app state and clone it in
-//!   handlers that call downstream APIs; every clone shares one cache.
+//!   handlers that call downstream APIs; every clone shares one cache;
+//! - **several APIs, several tokens**: [`router::TokenRouterLayer`] sends
+//!   each request to the cache of its API, by origin or by a
+//!   [`router::Route`] extension.
+//!
+//! A request answered 401 is sent again with a fresh token when its body
+//! can be: byte bodies are copied up front, streamed bodies recorded while
+//! sent, up to a limit ([`replay`]). A custom face — a tonic `Interceptor`,
+//! a middleware of your own — uses [`TokenCache::current`],
+//! [`TokenCache::acquire`] and [`TokenCache::invalidate_if_current`].
 //!
 //! Each has a runnable example in `examples/` (`hyper_client`,
 //! `reqwest_client`, `tonic_client`, `axum_downstream`). With
@@ -107,6 +117,7 @@ mod face;
 pub mod http_client;
 pub mod layer;
 #[cfg(feature = "reqwest-middleware")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub mod middleware;
 mod origin;
 pub mod preset;
@@ -117,13 +128,16 @@ pub mod secret;
 pub mod source;
 pub mod token;
 
-pub use cache::{CurrentToken, Stats, TokenCache};
-pub use error::{BoxError, ConfigError, Error};
+pub use cache::{Backoff, CurrentToken, Stats, TokenCache};
+pub use dialect::{ClientAuth, Credentials};
+pub use error::{BoxError, ConfigError, Endpoint, Error, ErrorCode, InvalidResponse};
 pub use layer::{TokenLayer, TokenLayerBuilder, TokenService};
 pub use preset::Provider;
+pub use replay::ReplayBody;
 pub use revoke::{RevokeRequest, RevokeService, TokenKind};
+pub use router::TokenRouterLayer;
 pub use secret::{AccessToken, ClientSecret, RefreshToken};
-pub use source::{ClientCredentials, TokenSource};
+pub use source::{ClientCredentials, FetchReason, FetchRequest, TokenSource};
 pub use token::Token;
 
 /// The README's examples, compiled as doc-tests so they stay true.

@@ -123,10 +123,7 @@ async fn keeps_valid_token(
     let source = configure(builder(url)).build().unwrap();
     let layer = TokenLayer::builder(source)
         .refresh_ahead(1.0)
-        .backoff(Backoff {
-            initial: Duration::from_secs(60),
-            max: Duration::from_secs(60),
-        })
+        .backoff(Backoff::new(Duration::from_secs(60), Duration::from_secs(60)))
         .build()
         .unwrap();
     let api = Recorder::default();
@@ -995,10 +992,7 @@ async fn panicking_token_source_is_aborted() {
         }
     });
     let layer = TokenLayer::builder(source)
-        .backoff(Backoff {
-            initial: Duration::from_millis(1),
-            max: Duration::from_millis(2),
-        })
+        .backoff(Backoff::new(Duration::from_millis(1), Duration::from_millis(2)))
         .build()
         .unwrap();
     let api = Recorder::default();
@@ -1842,10 +1836,7 @@ async fn captured_log_of_a_life_cycle_is_free_of_secrets() {
     let layer = TokenLayer::builder(builder(server.url("/token")).build().unwrap())
         .refresh_ahead(1.0)
         .revoker(revoker.clone())
-        .backoff(Backoff {
-            initial: Duration::from_millis(5),
-            max: Duration::from_millis(10),
-        })
+        .backoff(Backoff::new(Duration::from_millis(5), Duration::from_millis(10)))
         .build()
         .unwrap();
 

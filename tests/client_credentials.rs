@@ -389,10 +389,7 @@ async fn no_valid_token_fails_typed_without_calling_api() {
     token.set(|b| b.canned = Some(Canned::new(500, "upstream down")));
     let api = ApiServer::start().await;
     let layer = TokenLayer::builder(common::source(&token))
-        .backoff(Backoff {
-            initial: Duration::from_secs(20),
-            max: Duration::from_secs(60),
-        })
+        .backoff(Backoff::new(Duration::from_secs(20), Duration::from_secs(60)))
         .build()
         .unwrap();
     let svc = layer.layer(http_client::<Empty<Bytes>>());
@@ -456,10 +453,7 @@ async fn outage_with_valid_token_keeps_serving_within_backoff() {
     bounded::watchdog!();
     let token = TokenServer::start().await;
     let api = ApiServer::start().await;
-    let backoff = Backoff {
-        initial: Duration::from_millis(200),
-        max: Duration::from_secs(1),
-    };
+    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(1));
     // The token is in its refresh-ahead window for its whole life, so every
     // request during the outage would start an attempt if nothing held it
     // back.

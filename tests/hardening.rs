@@ -164,10 +164,7 @@ async fn an_api_that_rejects_every_token_gets_fetches_only_as_the_backoff_allows
     bounded::watchdog!();
     let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
     api.set(|b| b.reject_all = true);
-    let backoff = Backoff {
-        initial: Duration::from_millis(200),
-        max: Duration::from_millis(800),
-    };
+    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_millis(800));
     let layer = TokenLayer::builder(source(&tokens))
         .backoff(backoff)
         .build()
@@ -460,18 +457,9 @@ async fn extreme_settings_neither_panic_nor_abort() {
         })
     };
     let backoffs = [
-        Backoff {
-            initial: Duration::MAX,
-            max: Duration::MAX,
-        },
-        Backoff {
-            initial: Duration::MAX,
-            max: Duration::ZERO,
-        },
-        Backoff {
-            initial: Duration::ZERO,
-            max: Duration::MAX,
-        },
+        Backoff::new(Duration::MAX, Duration::MAX),
+        Backoff::new(Duration::MAX, Duration::ZERO),
+        Backoff::new(Duration::ZERO, Duration::MAX),
     ];
     for backoff in backoffs {
         // A failed fetch computes the backoff deadline.

@@ -34,10 +34,7 @@ use tower_token::{BoxError, ClientCredentials, Error, RefreshToken, TokenLayer, 
 
 /// A small backoff: without a `Retry-After` floor the cache would ask the
 /// token endpoint again within a few tens of milliseconds.
-const QUICK: Backoff = Backoff {
-    initial: Duration::from_millis(50),
-    max: Duration::from_millis(200),
-};
+const QUICK: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(200));
 
 /// A trivial inner service that answers 200 and counts its calls.
 #[derive(Clone, Default)]

@@ -172,10 +172,7 @@ async fn tracing_output_carries_no_secret() {
     let revoker = RevokeServer::start().await;
     let layer = TokenLayer::builder(source(&tokens))
         .revoker(revoker.service())
-        .backoff(Backoff {
-            initial: Duration::from_millis(20),
-            max: Duration::from_millis(20),
-        })
+        .backoff(Backoff::new(Duration::from_millis(20), Duration::from_millis(20)))
         .build()
         .unwrap();
     let client = ServiceBuilder::new()
@@ -269,10 +266,7 @@ async fn stats_match_what_the_servers_saw() {
     let revoker = RevokeServer::start().await;
     let layer = TokenLayer::builder(source(&tokens))
         .revoker(revoker.service())
-        .backoff(Backoff {
-            initial: Duration::from_millis(20),
-            max: Duration::from_millis(20),
-        })
+        .backoff(Backoff::new(Duration::from_millis(20), Duration::from_millis(20)))
         .build()
         .unwrap();
     let client = ServiceBuilder::new()

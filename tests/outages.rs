@@ -40,10 +40,7 @@ use tower_token::{ClientCredentials, TokenLayer};
 const CALLERS: usize = 1_000;
 const OUTAGE: Duration = Duration::from_millis(1_200);
 const TIMEOUT: Duration = Duration::from_millis(200);
-const BACKOFF: Backoff = Backoff {
-    initial: Duration::from_millis(50),
-    max: Duration::from_millis(400),
-};
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(400));
 
 /// The inner service: answers 200, counts requests, and records the order in
 /// which tokens `AT-<n>` first appear. A request without a token, or with

@@ -12,6 +12,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 /// The n-th consecutive failure waits a random time between half and all of
 /// `initial × 2ⁿ⁻¹`, capped at `max`; a server's `Retry-After` is a floor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Backoff {
     /// The delay after the first failure (default 500 ms).
     pub initial: Duration,
@@ -29,6 +30,11 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// A backoff whose first delay is `initial`, doubling up to `max`.
+    pub const fn new(initial: Duration, max: Duration) -> Self {
+        Self { initial, max }
+    }
+
     /// The delay after `failures` consecutive failures (at least 1).
     pub(crate) fn delay(&self, failures: u32, retry_after: Option<Duration>) -> Duration {
         let shift = failures.saturating_sub(1).min(20);
