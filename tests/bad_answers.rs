@@ -123,7 +123,10 @@ async fn keeps_valid_token(
     let source = configure(builder(url)).build().unwrap();
     let layer = TokenLayer::builder(source)
         .refresh_ahead(1.0)
-        .backoff(Backoff::new(Duration::from_secs(60), Duration::from_secs(60)))
+        .backoff(Backoff::new(
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        ))
         .build()
         .unwrap();
     let api = Recorder::default();
@@ -992,7 +995,10 @@ async fn panicking_token_source_is_aborted() {
         }
     });
     let layer = TokenLayer::builder(source)
-        .backoff(Backoff::new(Duration::from_millis(1), Duration::from_millis(2)))
+        .backoff(Backoff::new(
+            Duration::from_millis(1),
+            Duration::from_millis(2),
+        ))
         .build()
         .unwrap();
     let api = Recorder::default();
@@ -1836,7 +1842,10 @@ async fn captured_log_of_a_life_cycle_is_free_of_secrets() {
     let layer = TokenLayer::builder(builder(server.url("/token")).build().unwrap())
         .refresh_ahead(1.0)
         .revoker(revoker.clone())
-        .backoff(Backoff::new(Duration::from_millis(5), Duration::from_millis(10)))
+        .backoff(Backoff::new(
+            Duration::from_millis(5),
+            Duration::from_millis(10),
+        ))
         .build()
         .unwrap();
 

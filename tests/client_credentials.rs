@@ -389,7 +389,10 @@ async fn no_valid_token_fails_typed_without_calling_api() {
     token.set(|b| b.canned = Some(Canned::new(500, "upstream down")));
     let api = ApiServer::start().await;
     let layer = TokenLayer::builder(common::source(&token))
-        .backoff(Backoff::new(Duration::from_secs(20), Duration::from_secs(60)))
+        .backoff(Backoff::new(
+            Duration::from_secs(20),
+            Duration::from_secs(60),
+        ))
         .build()
         .unwrap();
     let svc = layer.layer(http_client::<Empty<Bytes>>());

@@ -172,7 +172,10 @@ async fn tracing_output_carries_no_secret() {
     let revoker = RevokeServer::start().await;
     let layer = TokenLayer::builder(source(&tokens))
         .revoker(revoker.service())
-        .backoff(Backoff::new(Duration::from_millis(20), Duration::from_millis(20)))
+        .backoff(Backoff::new(
+            Duration::from_millis(20),
+            Duration::from_millis(20),
+        ))
         .build()
         .unwrap();
     let client = ServiceBuilder::new()
@@ -266,7 +269,10 @@ async fn stats_match_what_the_servers_saw() {
     let revoker = RevokeServer::start().await;
     let layer = TokenLayer::builder(source(&tokens))
         .revoker(revoker.service())
-        .backoff(Backoff::new(Duration::from_millis(20), Duration::from_millis(20)))
+        .backoff(Backoff::new(
+            Duration::from_millis(20),
+            Duration::from_millis(20),
+        ))
         .build()
         .unwrap();
     let client = ServiceBuilder::new()
