@@ -16,6 +16,8 @@
 //!   formats, [`preset`] builds a provider's token source and revocation
 //!   service in one go, and [`discovery`] finds the endpoints of an issuer
 //!   (RFC 8414, OpenID discovery);
+//! - one [`Transport`] (HTTP client, timeout, body cap, plain-http
+//!   permission) is shared by every builder that talks to an endpoint;
 //! - errors are typed ([`Error`], with RFC 6749 §5.2 codes), and secrets are
 //!   secret types whose `Debug` output is `[redacted]`.
 //!
@@ -45,8 +47,9 @@
 //!
 //! - `reqwest` (default): reqwest with rustls as the HTTP client for token
 //!   endpoints, and [`adapter::ReqwestService`] to put a `reqwest::Client`
-//!   under the layer. Without it, pass any tower HTTP service to the token
-//!   source through [`http_client::TowerClient`].
+//!   under the layer. Without it, give the token source a [`Transport`]
+//!   with any tower HTTP service as its client, through
+//!   [`http_client::TowerClient`].
 //!
 //! # Example
 //!
@@ -111,6 +114,7 @@ pub mod revoke;
 pub mod secret;
 pub mod source;
 pub mod token;
+pub mod transport;
 
 pub use cache::{Stats, TokenCache};
 pub use error::{BoxError, ConfigError, Error};
@@ -120,6 +124,7 @@ pub use revoke::{RevokeRequest, RevokeService, TokenKind};
 pub use secret::{AccessToken, ClientSecret, RefreshToken};
 pub use source::{ClientCredentials, TokenSource};
 pub use token::Token;
+pub use transport::Transport;
 
 /// The README's examples, compiled as doc-tests so they stay true.
 #[cfg(doctest)]
