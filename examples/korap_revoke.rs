@@ -11,7 +11,7 @@
 
 use tower::ServiceExt;
 use tower_token::dialect::Credentials;
-use tower_token::{RevokeRequest, RevokeService};
+use tower_token::{RevokeRequest, RevokeService, Transport};
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -42,11 +42,15 @@ async fn main() -> Result<(), tower_token::BoxError> {
             std::process::exit(2);
         }
     };
-    let mut builder = RevokeService::korap(root, credentials);
+    let mut transport = Transport::new();
     if env("KORAP_ALLOW_HTTP").is_some() {
-        builder = builder.allow_insecure_http();
+        transport = transport.allow_insecure_http();
     }
-    builder.build()?.oneshot(request).await?;
+    RevokeService::korap(root, credentials)
+        .transport(transport)
+        .build()?
+        .oneshot(request)
+        .await?;
     println!("revoked");
     Ok(())
 }

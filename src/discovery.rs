@@ -1,7 +1,7 @@
 //! Endpoints from an issuer URL: RFC 8414 authorization server metadata,
 //! with OpenID Connect discovery as the fallback.
 //!
-//! [`discover`] (or [`Discovery`], to set the HTTP client and limits) fetches
+//! [`discover`] (or [`Discovery`], to set the [`Transport`]) fetches
 //! the metadata document of an issuer, trying in turn (see
 //! [`metadata_urls`]):
 //!
@@ -25,7 +25,8 @@
 //! `client_secret_basic` is supported (it is the default when the list is
 //! absent), else the form body for `client_secret_post`, else none for
 //! `none`. [`Metadata::client_credentials`] and [`Metadata::revoke_service`]
-//! start the builders with all of that filled in.
+//! start the builders with all of that filled in; hand them the transport
+//! discovery used, so that all three share one HTTP client.
 //!
 //! # Example
 //!
@@ -35,6 +36,7 @@
 //! use tower_token::discovery::Discovery;
 //! use tower_token::dialect::{ClientAuth, Credentials};
 //! use tower_token::http_client::TowerClient;
+//! use tower_token::Transport;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), tower_token::BoxError> {
@@ -50,8 +52,9 @@
 //!     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(doc))))
 //! });
 //!
+//! let transport = Transport::new().http_client(TowerClient::new(server));
 //! let metadata = Discovery::new("https://auth.example.com")
-//!     .http_client(TowerClient::new(server.clone()))
+//!     .transport(transport.clone())
 //!     .fetch()
 //!     .await?;
 //! assert_eq!(metadata.token_auth(), Some(ClientAuth::RequestBody));
@@ -59,11 +62,11 @@
 //!
 //! let source = metadata
 //!     .client_credentials("my-client", "s3cr3t")?
-//!     .http_client(TowerClient::new(server.clone()))
+//!     .transport(transport.clone())
 //!     .build()?;
 //! let revoke = metadata
 //!     .revoke_service(Credentials::new("my-client", "s3cr3t"))?
-//!     .http_client(TowerClient::new(server))
+//!     .transport(transport)
 //!     .build()?;
 //! assert_eq!(source.token_url().as_str(), "https://auth.example.com/oauth/token");
 //! assert_eq!(revoke.endpoint().url().as_str(), "https://auth.example.com/oauth/revoke");
@@ -73,18 +76,18 @@
 use crate::dialect::{ClientAuth, Credentials, rfc};
 use crate::endpoint::endpoint_url;
 use crate::error::{ConfigError, Endpoint, Error, InvalidResponse};
-use crate::http_client::{HttpClient, Limits, default_client, execute};
+use crate::http_client::execute;
 use crate::revoke::{RevokeService, RevokeServiceBuilder};
 use crate::secret::ClientSecret;
 use crate::source::{ClientCredentials, ClientCredentialsBuilder};
+use crate::transport::Transport;
 use bytes::Bytes;
 use http::{Method, StatusCode, header};
 use serde_json::{Map, Value};
-use std::{fmt, sync::Arc, time::Duration};
 use url::Url;
 
-/// Fetches the metadata of `issuer` with the default HTTP client and
-/// limits. See the [module docs](self) and [`Discovery`].
+/// Fetches the metadata of `issuer` with the default [`Transport`]. See
+/// the [module docs](self) and [`Discovery`].
 pub async fn discover(issuer: &str) -> Result<Metadata, Error> {
     Discovery::new(issuer).fetch().await
 }
@@ -293,24 +296,12 @@ fn same_issuer(asked: &str, stated: &str) -> bool {
     asked == stated
 }
 
-/// Fetches an issuer's metadata with a chosen HTTP client and limits.
+/// Fetches an issuer's metadata through a chosen [`Transport`].
+#[derive(Debug)]
 pub struct Discovery {
     issuer: String,
-    limits: Limits,
-    http: Option<Arc<dyn HttpClient>>,
-    allow_insecure_http: bool,
+    transport: Transport,
     check_issuer: bool,
-}
-
-impl fmt::Debug for Discovery {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Discovery")
-            .field("issuer", &self.issuer)
-            .field("limits", &self.limits)
-            .field("allow_insecure_http", &self.allow_insecure_http)
-            .field("check_issuer", &self.check_issuer)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Discovery {
@@ -318,34 +309,15 @@ impl Discovery {
     pub fn new(issuer: impl Into<String>) -> Self {
         Self {
             issuer: issuer.into(),
-            limits: Limits::default(),
-            http: None,
-            allow_insecure_http: false,
+            transport: Transport::default(),
             check_issuer: true,
         }
     }
 
-    /// The HTTP client (default: reqwest, when the `reqwest` feature is on).
-    pub fn http_client(mut self, client: impl HttpClient) -> Self {
-        self.http = Some(Arc::new(client));
-        self
-    }
-
-    /// The timeout of each metadata request (default 10 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.limits.timeout = timeout;
-        self
-    }
-
-    /// The largest document read (default 64 KiB).
-    pub fn max_response_bytes(mut self, max: usize) -> Self {
-        self.limits.max_response_bytes = max;
-        self
-    }
-
-    /// Allows a plain-http issuer on a host other than loopback.
-    pub fn allow_insecure_http(mut self) -> Self {
-        self.allow_insecure_http = true;
+    /// The HTTP client, limits (of each metadata request) and plain-http
+    /// permission (default: [`Transport::default`]).
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
         self
     }
 
@@ -364,22 +336,16 @@ impl Discovery {
             endpoint: Endpoint::Discovery,
             reason: e.to_string(),
         };
-        let issuer = endpoint_url(&self.issuer, self.allow_insecure_http).map_err(config)?;
-        let http = match self.http {
-            Some(http) => http,
-            None => default_client().map_err(config)?,
-        };
+        let issuer =
+            endpoint_url(&self.issuer, self.transport.allows_insecure_http()).map_err(config)?;
+        let http = self.transport.client().map_err(config)?;
+        let limits = self.transport.limits();
         let mut first_error: Option<Error> = None;
         let mut informative: Option<Error> = None;
         for url in metadata_urls(&issuer) {
             let outcome = async {
-                let response = execute(
-                    &*http,
-                    metadata_request(&url)?,
-                    self.limits,
-                    Endpoint::Discovery,
-                )
-                .await?;
+                let response =
+                    execute(&*http, metadata_request(&url)?, limits, Endpoint::Discovery).await?;
                 let metadata = parse_metadata(&response)?;
                 if self.check_issuer && !same_issuer(&self.issuer, &metadata.issuer) {
                     return Err(Error::invalid(

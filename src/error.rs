@@ -540,14 +540,17 @@ pub enum ConfigError {
         reason: String,
     },
     /// Plain `http` to a host other than loopback, without
-    /// `allow_insecure_http`.
+    /// [`Transport::allow_insecure_http`](crate::Transport::allow_insecure_http).
     #[error("refusing plain http to `{host}`: use https, or allow insecure http explicitly")]
     InsecureUrl {
         /// The host of the URL.
         host: String,
     },
-    /// No HTTP client: the `reqwest` feature is off and none was given.
-    #[error("no HTTP client: enable the `reqwest` feature or set one with `http_client`")]
+    /// No HTTP client: the `reqwest` feature is off and none was given with
+    /// [`Transport::http_client`](crate::Transport::http_client).
+    #[error(
+        "no HTTP client: enable the `reqwest` feature or give one with `Transport::http_client`"
+    )]
     NoHttpClient,
     /// The default HTTP client could not be built.
     #[error("the HTTP client could not be built: {0}")]

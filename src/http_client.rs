@@ -11,7 +11,9 @@
 //! redirects are never followed (a 3xx is an
 //! [`Error::Redirect`]), the response body is read
 //! through a cap (64 KiB by default) and never buffered past it, and the
-//! whole exchange times out (10 s by default). See [`Limits`].
+//! whole exchange times out (10 s by default). See [`Limits`]. The client
+//! and the limits are set for every builder at once with a
+//! [`Transport`](crate::Transport).
 //!
 //! # Example
 //!
@@ -62,12 +64,27 @@ impl<T: HttpClient + ?Sized> HttpClient for Arc<T> {
 }
 
 /// Transport limits for token and revocation requests (R12).
+///
+/// Set with [`Transport::timeout`](crate::Transport::timeout) and
+/// [`Transport::max_response_bytes`](crate::Transport::max_response_bytes);
+/// read back with [`Transport::limits`](crate::Transport::limits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// The whole exchange, from sending to the last body byte. Default 10 s.
     pub timeout: Duration,
     /// The largest response body read. Default 64 KiB.
     pub max_response_bytes: usize,
+}
+
+impl Limits {
+    /// Limits with the given timeout and cap.
+    pub fn new(timeout: Duration, max_response_bytes: usize) -> Self {
+        Self {
+            timeout,
+            max_response_bytes,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -238,7 +255,8 @@ mod reqwest_client {
     }
 }
 
-/// The default client: reqwest when the feature is on.
+/// The default client: reqwest when the feature is on. Built by
+/// [`Transport`](crate::Transport) on first use.
 pub(crate) fn default_client() -> Result<Arc<dyn HttpClient>, crate::error::ConfigError> {
     #[cfg(feature = "reqwest")]
     {

@@ -16,6 +16,8 @@
 //!   formats, [`preset`] builds a provider's token source and revocation
 //!   service in one go, and [`discovery`] finds the endpoints of an issuer
 //!   (RFC 8414, OpenID discovery);
+//! - one [`Transport`] (HTTP client, timeout, body cap, plain-http
+//!   permission) is shared by every builder that talks to an endpoint;
 //! - errors are typed ([`Error`], with RFC 6749 §5.2 codes), and secrets are
 //!   secret types whose `Debug` output is `[redacted]`.
 //!
@@ -55,8 +57,9 @@
 //!
 //! - `reqwest` (default): reqwest with rustls as the HTTP client for token
 //!   endpoints, and [`adapter::ReqwestService`] to put a `reqwest::Client`
-//!   under the layer. Without it, pass any tower HTTP service to the token
-//!   source through [`http_client::TowerClient`].
+//!   under the layer. Without it, give the token source a [`Transport`]
+//!   with any tower HTTP service as its client, through
+//!   [`http_client::TowerClient`].
 //!
 //! # Example
 //!
@@ -127,6 +130,7 @@ pub mod router;
 pub mod secret;
 pub mod source;
 pub mod token;
+pub mod transport;
 
 pub use cache::{Backoff, CurrentToken, Stats, TokenCache};
 pub use dialect::{ClientAuth, Credentials};
@@ -139,6 +143,7 @@ pub use router::TokenRouterLayer;
 pub use secret::{AccessToken, ClientSecret, RefreshToken};
 pub use source::{ClientCredentials, FetchReason, FetchRequest, TokenSource};
 pub use token::Token;
+pub use transport::Transport;
 
 /// The README's examples, compiled as doc-tests so they stay true.
 #[cfg(doctest)]

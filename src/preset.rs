@@ -9,8 +9,9 @@
 //! | [`rfc`] | the given URL ([`ClientCredentials`], Basic) | the given URL (RFC 7009, Basic) |
 //!
 //! The functions build with the defaults; [`Provider`]'s constructors return
-//! a [`ProviderBuilder`] to set a scope, the client authentication, an HTTP
-//! client (shared by both endpoints), timeouts, or to allow plain http.
+//! a [`ProviderBuilder`] to set a scope, the client authentication, or the
+//! [`Transport`] (HTTP client, timeout, body cap, plain http) that both
+//! endpoints share: `Provider::rfc(…).transport(transport).build()`.
 //!
 //! # Example
 //!
@@ -36,11 +37,11 @@
 
 use crate::dialect::{self, ClientAuth, Credentials, Dialect, korap};
 use crate::error::ConfigError;
-use crate::http_client::{HttpClient, Limits, default_client};
 use crate::revoke::{RevokeService, RevokeServiceBuilder};
 use crate::secret::ClientSecret;
 use crate::source::{ClientCredentials, ProviderSource, ProviderSourceBuilder, TokenSource};
-use std::{fmt, sync::Arc, time::Duration};
+use crate::transport::Transport;
+use std::{fmt, sync::Arc};
 
 /// A provider's token source and revocation service.
 #[derive(Clone)]
@@ -141,9 +142,7 @@ pub struct ProviderBuilder {
     credentials: Credentials,
     auth: ClientAuth,
     scope: Option<String>,
-    limits: Limits,
-    http: Option<Arc<dyn HttpClient>>,
-    allow_insecure_http: bool,
+    transport: Transport,
 }
 
 impl ProviderBuilder {
@@ -153,9 +152,7 @@ impl ProviderBuilder {
             credentials,
             auth: ClientAuth::Basic,
             scope: None,
-            limits: Limits::default(),
-            http: None,
-            allow_insecure_http: false,
+            transport: Transport::default(),
         }
     }
 
@@ -173,53 +170,19 @@ impl ProviderBuilder {
         self
     }
 
-    /// The timeout of one token or revocation request (default 10 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.limits.timeout = timeout;
-        self
-    }
-
-    /// The largest answer read (default 64 KiB).
-    pub fn max_response_bytes(mut self, max: usize) -> Self {
-        self.limits.max_response_bytes = max;
-        self
-    }
-
-    /// The HTTP client for both endpoints (default: reqwest, when the
-    /// `reqwest` feature is on).
-    pub fn http_client(mut self, client: impl HttpClient) -> Self {
-        self.http = Some(Arc::new(client));
-        self
-    }
-
-    /// Allows plain-http endpoints on hosts other than loopback.
-    pub fn allow_insecure_http(mut self) -> Self {
-        self.allow_insecure_http = true;
+    /// The HTTP client, limits and plain-http permission of both endpoints
+    /// (default: [`Transport::default`]). Both use one HTTP client, the
+    /// default one included.
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
         self
     }
 
     /// Checks the configuration and builds both endpoints.
     pub fn build(self) -> Result<Provider, ConfigError> {
-        let http = match self.http.clone() {
-            Some(http) => http,
-            None => default_client()?,
-        };
-        let limits = self.limits;
-        let insecure = self.allow_insecure_http;
-        let revoker = |b: RevokeServiceBuilder| {
-            let b = b
-                .timeout(limits.timeout)
-                .max_response_bytes(limits.max_response_bytes)
-                .shared_http_client(Arc::clone(&http));
-            if insecure { b.allow_insecure_http() } else { b }.build()
-        };
-        let provider_source = |b: ProviderSourceBuilder| {
-            let b = b
-                .timeout(limits.timeout)
-                .max_response_bytes(limits.max_response_bytes)
-                .shared_http_client(Arc::clone(&http));
-            if insecure { b.allow_insecure_http() } else { b }.build()
-        };
+        let transport = &self.transport;
+        let revoker = |b: RevokeServiceBuilder| b.transport(transport.clone()).build();
+        let provider_source = |b: ProviderSourceBuilder| b.transport(transport.clone()).build();
         let client_credentials = |token_url: String, auth: ClientAuth| {
             let creds = &self.credentials;
             let public = creds.client_secret().is_none();
@@ -229,13 +192,11 @@ impl ProviderBuilder {
                 .unwrap_or_else(|| ClientSecret::new(""));
             let mut b = ClientCredentials::builder(token_url, creds.client_id(), secret)
                 .auth(if public { ClientAuth::None } else { auth })
-                .timeout(limits.timeout)
-                .max_response_bytes(limits.max_response_bytes)
-                .http_client(Arc::clone(&http));
+                .transport(transport.clone());
             if let Some(scope) = &self.scope {
                 b = b.scope(scope.clone());
             }
-            if insecure { b.allow_insecure_http() } else { b }.build()
+            b.build()
         };
         let creds = self.credentials.clone();
         let secret = || {
@@ -270,7 +231,8 @@ impl ProviderBuilder {
                 ))?,
             )),
             Kind::Korap(root) => {
-                let base = dialect::resolve_base(Dialect::Korap, root, insecure)?;
+                let base =
+                    dialect::resolve_base(Dialect::Korap, root, transport.allows_insecure_http())?;
                 Ok(Provider::new(
                     client_credentials(korap::token_url(&base).into(), ClientAuth::RequestBody)?,
                     revoker(RevokeService::korap(root.as_str(), creds.clone()))?,

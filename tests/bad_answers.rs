@@ -36,6 +36,7 @@ use tower_token::revoke::RevokeServiceBuilder;
 use tower_token::source::{ClientCredentialsBuilder, ProviderSource};
 use tower_token::{
     ClientCredentials, ConfigError, Error, RevokeRequest, RevokeService, Token, TokenLayer,
+    Transport,
 };
 
 const CLIENT_ID: &str = "robust client";
@@ -103,11 +104,11 @@ fn defaults(b: ClientCredentialsBuilder) -> ClientCredentialsBuilder {
 }
 
 fn short_timeout(b: ClientCredentialsBuilder) -> ClientCredentialsBuilder {
-    b.timeout(Duration::from_millis(300))
+    b.transport(Transport::new().timeout(Duration::from_millis(300)))
 }
 
 fn small_cap(b: ClientCredentialsBuilder) -> ClientCredentialsBuilder {
-    b.max_response_bytes(4096)
+    b.transport(Transport::new().max_response_bytes(4096))
 }
 
 /// The life described in the module docs, against the token endpoint at
@@ -300,7 +301,10 @@ async fn token_json_not_an_object() {
 async fn token_deeply_nested_json() {
     bounded::watchdog!();
     let body = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
-    let err = token_case(json200(&body), |b| b.max_response_bytes(64 * 1024)).await;
+    let err = token_case(json200(&body), |b| {
+        b.transport(Transport::new().max_response_bytes(64 * 1024))
+    })
+    .await;
     assert_eq!(reason(&err), &InvalidResponse::NotJson);
 }
 
@@ -1226,7 +1230,7 @@ async fn revoke_body_over_the_cap() {
         let flood = stats.clone();
         let (result, _) = revoke_case(
             move || streaming(status, Flood::endless("{", &flood)),
-            |b| b.max_response_bytes(1024),
+            |b| b.transport(Transport::new().max_response_bytes(1024)),
         )
         .await;
         let err = result.unwrap_err();
@@ -1256,7 +1260,7 @@ async fn revoke_response_never_ends() {
                 0 => Reply::Never,
                 _ => streaming(200, Stall::after("{")),
             },
-            |b| b.timeout(Duration::from_millis(300)),
+            |b| b.transport(Transport::new().timeout(Duration::from_millis(300))),
         )
         .await;
         let err = result.unwrap_err();
@@ -1453,32 +1457,32 @@ fn plain_http_needs_loopback_or_explicit_permission() {
     let creds = || Credentials::new(CLIENT_ID, CLIENT_SECRET);
     // Builders given a client do not build the default one (which is slow
     // to build, and unused here).
-    let builder = |url: String| builder(url).http_client(NoClient);
+    let no_client = || Transport::new().http_client(NoClient);
+    let allowed = || no_client().allow_insecure_http();
+    let builder = |url: String| builder(url).transport(no_client());
     for url in insecure {
         is_insecure(builder(url.into()).build().map(drop), url);
-        builder(url.into()).allow_insecure_http().build().unwrap();
+        builder(url.into()).transport(allowed()).build().unwrap();
         is_insecure(
             RevokeService::rfc(url, creds())
-                .http_client(NoClient)
+                .transport(no_client())
                 .build()
                 .map(drop),
             url,
         );
         RevokeService::rfc(url, creds())
-            .allow_insecure_http()
-            .http_client(NoClient)
+            .transport(allowed())
             .build()
             .unwrap();
         is_insecure(
             RevokeService::korap(url, creds())
-                .http_client(NoClient)
+                .transport(no_client())
                 .build()
                 .map(drop),
             url,
         );
         RevokeService::korap(url, creds())
-            .allow_insecure_http()
-            .http_client(NoClient)
+            .transport(allowed())
             .build()
             .unwrap();
         is_insecure(
@@ -1488,8 +1492,7 @@ fn plain_http_needs_loopback_or_explicit_permission() {
             url,
         );
         RevokeService::kopokopo(url, CLIENT_ID, CLIENT_SECRET)
-            .allow_insecure_http()
-            .http_client(NoClient)
+            .transport(allowed())
             .build()
             .unwrap();
         is_insecure(
@@ -1499,8 +1502,7 @@ fn plain_http_needs_loopback_or_explicit_permission() {
             url,
         );
         RevokeService::onelogin(url, CLIENT_ID, CLIENT_SECRET)
-            .allow_insecure_http()
-            .http_client(NoClient)
+            .transport(allowed())
             .build()
             .unwrap();
         is_insecure(
@@ -1519,11 +1521,11 @@ fn plain_http_needs_loopback_or_explicit_permission() {
     for url in loopback {
         builder(url.into()).build().unwrap();
         RevokeService::rfc(url, creds())
-            .http_client(NoClient)
+            .transport(no_client())
             .build()
             .unwrap();
         RevokeService::onelogin(url, CLIENT_ID, CLIENT_SECRET)
-            .http_client(NoClient)
+            .transport(no_client())
             .build()
             .unwrap();
     }
@@ -1677,8 +1679,11 @@ async fn every_error_variant_is_free_of_secrets() {
     })
     .await;
     let source = builder(server.url("/token"))
-        .timeout(Duration::from_millis(200))
-        .max_response_bytes(100)
+        .transport(
+            Transport::new()
+                .timeout(Duration::from_millis(200))
+                .max_response_bytes(100),
+        )
         .build()
         .unwrap();
     for _ in 0..3 {

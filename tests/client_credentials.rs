@@ -19,7 +19,7 @@ use tower::Layer;
 use tower_token::cache::Backoff;
 use tower_token::dialect::ClientAuth;
 use tower_token::error::{ErrorCode, InvalidResponse};
-use tower_token::{ClientCredentials, Error, TokenLayer};
+use tower_token::{ClientCredentials, Error, TokenLayer, Transport};
 
 fn get(url: &str) -> Request<Empty<Bytes>> {
     Request::get(url).body(Empty::new()).unwrap()
@@ -264,7 +264,7 @@ async fn slow_token_endpoint_times_out() {
     })
     .await;
     let source = ClientCredentials::builder(token.url(), CLIENT_ID, CLIENT_SECRET)
-        .timeout(Duration::from_millis(200))
+        .transport(Transport::new().timeout(Duration::from_millis(200)))
         .build()
         .unwrap();
     let err = TokenLayer::new(source).cache().token().await.unwrap_err();
@@ -285,7 +285,7 @@ async fn oversized_answer_is_refused() {
         ))
     });
     let source = ClientCredentials::builder(token.url(), CLIENT_ID, CLIENT_SECRET)
-        .max_response_bytes(1024)
+        .transport(Transport::new().max_response_bytes(1024))
         .build()
         .unwrap();
     let err = TokenLayer::new(source).cache().token().await.unwrap_err();

@@ -16,7 +16,9 @@ use tower::ServiceExt;
 use tower_token::dialect::{ClientAuth, Credentials};
 use tower_token::error::ProviderError;
 use tower_token::source::{FetchReason, FetchRequest, ProviderSource};
-use tower_token::{Error, RefreshToken, RevokeRequest, RevokeService, Token, TokenSource, preset};
+use tower_token::{
+    Error, RefreshToken, RevokeRequest, RevokeService, Token, TokenSource, Transport, preset,
+};
 
 // The values of the Kopo Kopo seed documents.
 const K2_ID: &str = "CGQXLrlfuOqdUYdTcLz3rBiCZQDRvdWIUPkwasGMuGhkem9Bo";
@@ -555,7 +557,7 @@ fn presets_refuse_plain_http_to_other_hosts() {
     ));
     assert!(
         preset::Provider::onelogin("http://ol.example", "i", "s")
-            .allow_insecure_http()
+            .transport(Transport::new().allow_insecure_http())
             .build()
             .is_ok()
     );

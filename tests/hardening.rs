@@ -27,7 +27,9 @@ use tower::{Layer, ServiceBuilder};
 use tower_token::cache::Backoff;
 use tower_token::dialect::Credentials;
 use tower_token::http_client::TowerClient;
-use tower_token::{ClientCredentials, ConfigError, Error, RevokeService, Token, TokenLayer};
+use tower_token::{
+    ClientCredentials, ConfigError, Error, RevokeService, Token, TokenLayer, Transport,
+};
 
 // ---------------------------------------------------------------------------
 // A revocation endpoint that records what it was sent
@@ -113,8 +115,11 @@ async fn fifty_requests_through_one_bounded_stack<S>(
     S::Future: Send + 'static,
 {
     let token_source = ClientCredentials::builder(tokens.url(), CLIENT_ID, CLIENT_SECRET)
-        .http_client(TowerClient::new(stack.clone()))
-        .timeout(Duration::from_secs(5))
+        .transport(
+            Transport::new()
+                .http_client(TowerClient::new(stack.clone()))
+                .timeout(Duration::from_secs(5)),
+        )
         .build()
         .unwrap();
     let svc = TokenLayer::new(token_source).layer(stack);

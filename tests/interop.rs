@@ -36,6 +36,7 @@ use tower_token::discovery::{Discovery, Metadata, discover};
 use tower_token::error::{Endpoint, ErrorCode};
 use tower_token::{
     BoxError, ClientCredentials, Error, RevokeRequest, RevokeService, TokenLayer, TokenService,
+    Transport,
 };
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -374,7 +375,7 @@ async fn discovery_finds_the_token_and_revocation_endpoints() {
 
     // The builder form finds the same document.
     let again = Discovery::new(peer.issuer.as_str())
-        .timeout(Duration::from_secs(5))
+        .transport(Transport::new().timeout(Duration::from_secs(5)))
         .fetch()
         .await
         .expect("Discovery::fetch");
@@ -926,7 +927,7 @@ async fn the_peer_stops_when_its_stdin_closes() {
     assert!(peer.stderr().contains("stopping (stdin closed)"));
     // Nobody listens on the issuer's port any more.
     let err = Discovery::new(peer.issuer.as_str())
-        .timeout(Duration::from_secs(2))
+        .transport(Transport::new().timeout(Duration::from_secs(2)))
         .fetch()
         .await
         .expect_err("the peer is gone");

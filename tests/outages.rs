@@ -35,7 +35,7 @@ use tokio::task::JoinSet;
 use tower::{Layer, Service, ServiceExt};
 use tower_token::cache::Backoff;
 use tower_token::http_client::ReqwestClient;
-use tower_token::{ClientCredentials, TokenLayer};
+use tower_token::{ClientCredentials, TokenLayer, Transport};
 
 const CALLERS: usize = 1_000;
 const OUTAGE: Duration = Duration::from_millis(1_200);
@@ -129,8 +129,7 @@ async fn outage(kind: Outage) {
     let client = CountingClient::new(ReqwestClient::new().unwrap());
     let sent = client.log();
     let source = ClientCredentials::builder(server.url("/token"), "outage-client", "outage-secret")
-        .timeout(TIMEOUT)
-        .http_client(client)
+        .transport(Transport::new().timeout(TIMEOUT).http_client(client))
         .build()
         .unwrap();
     let layer = TokenLayer::builder(source)

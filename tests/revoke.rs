@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_token::dialect::{ClientAuth, Credentials};
 use tower_token::error::{Endpoint, ErrorCode, ProviderError};
-use tower_token::{Error, RevokeRequest, RevokeService, Token};
+use tower_token::{Error, RevokeRequest, RevokeService, Token, Transport};
 
 const SECRET: &str = "a+b/c:d%e f";
 const TOKEN: &str = "at-5f0c9a2e7b";
@@ -473,7 +473,7 @@ async fn its_own_timeout_is_a_typed_error() {
     bounded::watchdog!();
     let server = Server::with_delay(Duration::from_millis(500), |_| reply(200, "")).await;
     let svc = RevokeService::kopokopo(&server.base, "id", "secret")
-        .timeout(Duration::from_millis(50))
+        .transport(Transport::new().timeout(Duration::from_millis(50)))
         .build()
         .unwrap();
     let err = revoke(svc, RevokeRequest::access(TOKEN)).await.unwrap_err();

@@ -23,7 +23,8 @@
 //! client secret and the token are redacted. Endpoints must be `https`
 //! unless the host is loopback or plain http is allowed explicitly, and
 //! requests follow the transport rules of [`http_client`](crate::http_client)
-//! (no redirects, capped body, timeout).
+//! (no redirects, capped body, timeout), set with a
+//! [`Transport`](crate::Transport).
 //!
 //! # Example
 //!
@@ -34,7 +35,7 @@
 //! use tower::{ServiceBuilder, ServiceExt};
 //! use tower_token::dialect::Credentials;
 //! use tower_token::http_client::TowerClient;
-//! use tower_token::{RevokeRequest, RevokeService};
+//! use tower_token::{RevokeRequest, RevokeService, Transport};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), tower_token::BoxError> {
@@ -44,7 +45,7 @@
 //! });
 //!
 //! let revoke = RevokeService::rfc("https://auth.example.com/oauth/revoke", Credentials::new("my-client", "s3cr3t"))
-//!     .http_client(TowerClient::new(server))
+//!     .transport(Transport::new().http_client(TowerClient::new(server)))
 //!     .build()?;
 //!
 //! let revoke = ServiceBuilder::new()

@@ -3,15 +3,15 @@
 use super::{ResponseFuture, RevokeRequest, TokenKind};
 use crate::dialect::{self, ClientAuth, Credentials, Dialect, kopokopo, korap, onelogin, rfc};
 use crate::error::{ConfigError, Endpoint, Error};
-use crate::http_client::{HttpClient, Limits, default_client, execute};
+use crate::http_client::{HttpClient, Limits, execute};
 use crate::secret::ClientSecret;
 use crate::token::Token;
+use crate::transport::Transport;
 use bytes::Bytes;
 use std::{
     fmt,
     sync::Arc,
     task::{Context, Poll},
-    time::Duration,
 };
 use tower_service::Service;
 use tracing::Instrument as _;
@@ -28,7 +28,7 @@ pub struct RevocationEndpoint {
     url: Url,
     credentials: Credentials,
     limits: Limits,
-    http: Arc<dyn HttpClient>,
+    pub(crate) http: Arc<dyn HttpClient>,
 }
 
 impl fmt::Debug for RevocationEndpoint {
@@ -259,9 +259,7 @@ pub struct RevokeServiceBuilder {
     dialect: Dialect,
     url: String,
     credentials: Credentials,
-    limits: Limits,
-    http: Option<Arc<dyn HttpClient>>,
-    allow_insecure_http: bool,
+    transport: Transport,
 }
 
 impl RevokeServiceBuilder {
@@ -270,9 +268,7 @@ impl RevokeServiceBuilder {
             dialect,
             url,
             credentials,
-            limits: Limits::default(),
-            http: None,
-            allow_insecure_http: false,
+            transport: Transport::default(),
         }
     }
 
@@ -286,50 +282,27 @@ impl RevokeServiceBuilder {
         self
     }
 
-    /// The timeout of one revocation request (default 10 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.limits.timeout = timeout;
-        self
-    }
-
-    /// The largest answer read (default 64 KiB).
-    pub fn max_response_bytes(mut self, max: usize) -> Self {
-        self.limits.max_response_bytes = max;
-        self
-    }
-
-    /// The HTTP client (default: reqwest, when the `reqwest` feature is on).
-    pub fn http_client(mut self, client: impl HttpClient) -> Self {
-        self.http = Some(Arc::new(client));
-        self
-    }
-
-    /// Uses a client already shared with a token source.
-    pub(crate) fn shared_http_client(mut self, client: Arc<dyn HttpClient>) -> Self {
-        self.http = Some(client);
-        self
-    }
-
-    /// Allows a plain-http endpoint on a host other than loopback.
-    pub fn allow_insecure_http(mut self) -> Self {
-        self.allow_insecure_http = true;
+    /// The HTTP client, limits and plain-http permission (default:
+    /// [`Transport::default`]).
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
         self
     }
 
     /// Checks the configuration and builds the service.
     pub fn build(self) -> Result<RevokeService, ConfigError> {
-        let base = dialect::resolve_base(self.dialect, &self.url, self.allow_insecure_http)?;
-        let http = match self.http {
-            Some(http) => http,
-            None => default_client()?,
-        };
+        let base = dialect::resolve_base(
+            self.dialect,
+            &self.url,
+            self.transport.allows_insecure_http(),
+        )?;
         Ok(RevokeService {
             endpoint: Arc::new(RevocationEndpoint {
                 dialect: self.dialect,
                 url: dialect::revoke_url(self.dialect, &base),
                 credentials: self.credentials,
-                limits: self.limits,
-                http,
+                limits: self.transport.limits(),
+                http: self.transport.client()?,
             }),
         })
     }
@@ -352,8 +325,12 @@ mod tests {
         }
     }
 
+    fn no_client() -> Transport {
+        Transport::new().http_client(NoClient)
+    }
+
     fn build(builder: RevokeServiceBuilder) -> RevokeService {
-        builder.http_client(NoClient).build().unwrap()
+        builder.transport(no_client()).build().unwrap()
     }
 
     #[test]
@@ -392,14 +369,13 @@ mod tests {
         );
         assert!(matches!(
             RevokeService::rfc("http://as.example/revoke", Credentials::new("i", "s"))
-                .http_client(NoClient)
+                .transport(no_client())
                 .build(),
             Err(ConfigError::InsecureUrl { .. })
         ));
         assert!(
             RevokeService::onelogin("http://as.example", "i", "s")
-                .http_client(NoClient)
-                .allow_insecure_http()
+                .transport(no_client().allow_insecure_http())
                 .build()
                 .is_ok()
         );

@@ -4,11 +4,12 @@ use super::{FetchRequest, TokenSource};
 use crate::dialect::{ClientAuth, Credentials, Grant, rfc};
 use crate::endpoint::endpoint_url;
 use crate::error::{ConfigError, Endpoint, Error, ErrorCode};
-use crate::http_client::{BoxFuture, HttpClient, Limits, default_client, execute};
+use crate::http_client::{BoxFuture, HttpClient, Limits, execute};
 use crate::secret::ClientSecret;
 use crate::token::Token;
+use crate::transport::Transport;
 use http::StatusCode;
-use std::{fmt, sync::Arc, time::Duration};
+use std::{fmt, sync::Arc};
 use url::Url;
 
 /// Fetches tokens with the client credentials grant, and with the
@@ -44,7 +45,7 @@ pub struct ClientCredentials {
     scope: Option<String>,
     params: Vec<(String, String)>,
     limits: Limits,
-    http: Arc<dyn HttpClient>,
+    pub(crate) http: Arc<dyn HttpClient>,
 }
 
 impl fmt::Debug for ClientCredentials {
@@ -73,9 +74,7 @@ impl ClientCredentials {
             auth: ClientAuth::Basic,
             scope: None,
             params: Vec::new(),
-            limits: Limits::default(),
-            http: None,
-            allow_insecure_http: false,
+            transport: Transport::default(),
         }
     }
 
@@ -156,9 +155,7 @@ pub struct ClientCredentialsBuilder {
     auth: ClientAuth,
     scope: Option<String>,
     params: Vec<(String, String)>,
-    limits: Limits,
-    http: Option<Arc<dyn HttpClient>>,
-    allow_insecure_http: bool,
+    transport: Transport,
 }
 
 impl fmt::Debug for dyn HttpClient {
@@ -197,46 +194,24 @@ impl ClientCredentialsBuilder {
         self
     }
 
-    /// The timeout of one token request (default 10 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.limits.timeout = timeout;
-        self
-    }
-
-    /// The largest answer read (default 64 KiB).
-    pub fn max_response_bytes(mut self, max: usize) -> Self {
-        self.limits.max_response_bytes = max;
-        self
-    }
-
-    /// The HTTP client for the token endpoint (default: reqwest, when the
-    /// `reqwest` feature is on).
-    pub fn http_client(mut self, client: impl HttpClient) -> Self {
-        self.http = Some(Arc::new(client));
-        self
-    }
-
-    /// Allows a plain-http token endpoint on a host other than loopback.
-    pub fn allow_insecure_http(mut self) -> Self {
-        self.allow_insecure_http = true;
+    /// The HTTP client, limits and plain-http permission (default:
+    /// [`Transport::default`]).
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
         self
     }
 
     /// Checks the configuration and builds the source.
     pub fn build(self) -> Result<ClientCredentials, ConfigError> {
-        let url = endpoint_url(&self.url, self.allow_insecure_http)?;
-        let http = match self.http {
-            Some(http) => http,
-            None => default_client()?,
-        };
+        let url = endpoint_url(&self.url, self.transport.allows_insecure_http())?;
         Ok(ClientCredentials {
             url,
             credentials: self.credentials,
             auth: self.auth,
             scope: self.scope,
             params: self.params,
-            limits: self.limits,
-            http,
+            limits: self.transport.limits(),
+            http: self.transport.client()?,
         })
     }
 }
@@ -244,6 +219,7 @@ impl ClientCredentialsBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn oauth(status: u16, code: &str, retry_after: Option<u64>) -> Error {
         Error::OAuth {

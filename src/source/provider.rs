@@ -3,11 +3,12 @@
 use super::{FetchRequest, TokenSource};
 use crate::dialect::{self, ClientAuth, Credentials, Dialect, Grant, kopokopo, onelogin, rfc};
 use crate::error::{ConfigError, Endpoint, Error, ErrorCode};
-use crate::http_client::{BoxFuture, HttpClient, Limits, default_client, execute};
+use crate::http_client::{BoxFuture, HttpClient, Limits, execute};
 use crate::secret::ClientSecret;
 use crate::token::Token;
+use crate::transport::Transport;
 use http::StatusCode;
-use std::{fmt, sync::Arc, time::Duration};
+use std::{fmt, sync::Arc};
 use url::Url;
 
 /// Fetches tokens from a provider whose token endpoint is not plain
@@ -40,7 +41,7 @@ pub struct ProviderSource {
     url: Url,
     credentials: Credentials,
     limits: Limits,
-    http: Arc<dyn HttpClient>,
+    pub(crate) http: Arc<dyn HttpClient>,
 }
 
 impl fmt::Debug for ProviderSource {
@@ -182,9 +183,7 @@ pub struct ProviderSourceBuilder {
     dialect: Dialect,
     url: String,
     credentials: Credentials,
-    limits: Limits,
-    http: Option<Arc<dyn HttpClient>>,
-    allow_insecure_http: bool,
+    transport: Transport,
 }
 
 impl ProviderSourceBuilder {
@@ -193,55 +192,30 @@ impl ProviderSourceBuilder {
             dialect,
             url,
             credentials,
-            limits: Limits::default(),
-            http: None,
-            allow_insecure_http: false,
+            transport: Transport::default(),
         }
     }
 
-    /// The timeout of one token request (default 10 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.limits.timeout = timeout;
-        self
-    }
-
-    /// The largest answer read (default 64 KiB).
-    pub fn max_response_bytes(mut self, max: usize) -> Self {
-        self.limits.max_response_bytes = max;
-        self
-    }
-
-    /// The HTTP client (default: reqwest, when the `reqwest` feature is on).
-    pub fn http_client(mut self, client: impl HttpClient) -> Self {
-        self.http = Some(Arc::new(client));
-        self
-    }
-
-    /// Uses a client already shared with a revocation service.
-    pub(crate) fn shared_http_client(mut self, client: Arc<dyn HttpClient>) -> Self {
-        self.http = Some(client);
-        self
-    }
-
-    /// Allows a plain-http endpoint on a host other than loopback.
-    pub fn allow_insecure_http(mut self) -> Self {
-        self.allow_insecure_http = true;
+    /// The HTTP client, limits and plain-http permission (default:
+    /// [`Transport::default`]).
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
         self
     }
 
     /// Checks the configuration and builds the source.
     pub fn build(self) -> Result<ProviderSource, ConfigError> {
-        let base = dialect::resolve_base(self.dialect, &self.url, self.allow_insecure_http)?;
-        let http = match self.http {
-            Some(http) => http,
-            None => default_client()?,
-        };
+        let base = dialect::resolve_base(
+            self.dialect,
+            &self.url,
+            self.transport.allows_insecure_http(),
+        )?;
         Ok(ProviderSource {
             dialect: self.dialect,
             url: dialect::token_url(self.dialect, &base),
             credentials: self.credentials,
-            limits: self.limits,
-            http,
+            limits: self.transport.limits(),
+            http: self.transport.client()?,
         })
     }
 }
