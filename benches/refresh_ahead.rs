@@ -25,9 +25,12 @@ struct Run {
 
 async fn steady_load(lifetime: Duration) -> Run {
     let server = support::TokenServer::start(DELAY, lifetime).await;
-    let source = ClientCredentials::builder(server.url(), "bench", "secret")
-        .build()
-        .unwrap();
+    let source = ClientCredentials::builder(
+        server.url(),
+        tower_token::Credentials::new("bench", "secret"),
+    )
+    .build()
+    .unwrap();
     let layer = TokenLayer::new(source);
     // Fill the cache first: the first fetch is not what P4 measures.
     layer.cache().token().await.unwrap();

@@ -21,9 +21,12 @@ const DELAY: Duration = Duration::from_millis(20);
 /// One stampede: a fresh layer, `CALLERS` tasks calling at once. Returns
 /// the time until the last caller was served.
 async fn stampede(server: &support::TokenServer) -> Duration {
-    let source = ClientCredentials::builder(server.url(), "bench", "secret")
-        .build()
-        .unwrap();
+    let source = ClientCredentials::builder(
+        server.url(),
+        tower_token::Credentials::new("bench", "secret"),
+    )
+    .build()
+    .unwrap();
     let layer = TokenLayer::new(source);
     let inner = tower::service_fn(|_req: http::Request<Empty<Bytes>>| async {
         Ok::<_, Infallible>(http::Response::new(()))

@@ -62,8 +62,11 @@ async fn main() -> Result<(), BoxError> {
     let servers = Servers::start().await?;
     let mut checks = Checks::default();
 
-    let source =
-        ClientCredentials::builder(servers.token_url(), CLIENT_ID, CLIENT_SECRET).build()?;
+    let source = ClientCredentials::builder(
+        servers.token_url(),
+        tower_token::Credentials::new(CLIENT_ID, CLIENT_SECRET),
+    )
+    .build()?;
     let layer = TokenLayer::new(source);
     let state = AppState {
         orders: ServiceBuilder::new()

@@ -157,8 +157,7 @@ async fn main() -> Result<(), tower_token::BoxError> {
 
     let source = ClientCredentials::builder(
         format!("http://{auth_addr}/oauth/token"),
-        CLIENT_ID,
-        CLIENT_SECRET,
+        tower_token::Credentials::new(CLIENT_ID, CLIENT_SECRET),
     )
     .build()?;
     let layer = TokenLayer::new(source);

@@ -27,8 +27,11 @@ async fn main() -> Result<(), BoxError> {
     let mut checks = Checks::default();
 
     // The stack: TokenLayer → Timeout → hyper-util client.
-    let source =
-        ClientCredentials::builder(servers.token_url(), CLIENT_ID, CLIENT_SECRET).build()?;
+    let source = ClientCredentials::builder(
+        servers.token_url(),
+        tower_token::Credentials::new(CLIENT_ID, CLIENT_SECRET),
+    )
+    .build()?;
     let layer = TokenLayer::new(source);
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut api = ServiceBuilder::new()

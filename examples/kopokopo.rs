@@ -25,9 +25,12 @@ async fn main() -> Result<(), tower_token::BoxError> {
         );
         std::process::exit(2);
     };
-    let layer = TokenLayer::from_provider(preset::kopokopo(base, id, secret)?)
-        .revoke_on_drop(true)
-        .build()?;
+    let layer = TokenLayer::from_provider(preset::kopokopo(
+        base,
+        tower_token::Credentials::new(id, secret),
+    )?)
+    .revoke_on_drop(true)
+    .build()?;
 
     // The layer would attach this token to every request of the client it
     // wraps; here we only fetch it.

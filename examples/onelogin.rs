@@ -25,9 +25,12 @@ async fn main() -> Result<(), tower_token::BoxError> {
         );
         std::process::exit(2);
     };
-    let layer = TokenLayer::from_provider(preset::onelogin(subdomain, id, secret)?)
-        .revoke_on_drop(true)
-        .build()?;
+    let layer = TokenLayer::from_provider(preset::onelogin(
+        subdomain,
+        tower_token::Credentials::new(id, secret),
+    )?)
+    .revoke_on_drop(true)
+    .build()?;
 
     let token = layer.cache().token().await?;
     println!(

@@ -29,8 +29,11 @@ async fn main() -> Result<(), BoxError> {
     let mut checks = Checks::default();
 
     // The stack: TokenLayer → Timeout → reqwest (through the adapter).
-    let source =
-        ClientCredentials::builder(servers.token_url(), CLIENT_ID, CLIENT_SECRET).build()?;
+    let source = ClientCredentials::builder(
+        servers.token_url(),
+        tower_token::Credentials::new(CLIENT_ID, CLIENT_SECRET),
+    )
+    .build()?;
     let layer = TokenLayer::new(source);
     let reqwest = reqwest::Client::builder().build()?;
     let mut api = ServiceBuilder::new()

@@ -66,8 +66,11 @@ async fn main() -> Result<(), BoxError> {
     let mut checks = Checks::default();
 
     // The stack: TokenLayer → tonic Channel, under the generated client.
-    let source =
-        ClientCredentials::builder(servers.token_url(), CLIENT_ID, CLIENT_SECRET).build()?;
+    let source = ClientCredentials::builder(
+        servers.token_url(),
+        tower_token::Credentials::new(CLIENT_ID, CLIENT_SECRET),
+    )
+    .build()?;
     let layer = TokenLayer::new(source);
     let channel = Endpoint::from_shared(grpc_url)?.connect().await?;
     let channel = ServiceBuilder::new().layer(layer.clone()).service(channel);

@@ -61,7 +61,7 @@
 //! assert_eq!(metadata.revocation_auth(), Some(ClientAuth::Basic));
 //!
 //! let source = metadata
-//!     .client_credentials("my-client", "s3cr3t")?
+//!     .client_credentials(tower_token::Credentials::new("my-client", "s3cr3t"))?
 //!     .transport(transport.clone())
 //!     .build()?;
 //! let revoke = metadata
@@ -78,7 +78,6 @@ use crate::endpoint::endpoint_url;
 use crate::error::{ConfigError, Endpoint, Error, InvalidResponse};
 use crate::http_client::execute;
 use crate::revoke::{RevokeService, RevokeServiceBuilder};
-use crate::secret::ClientSecret;
 use crate::source::{ClientCredentials, ClientCredentialsBuilder};
 use crate::transport::Transport;
 use bytes::Bytes;
@@ -133,16 +132,12 @@ impl Metadata {
     /// client authentication of [`token_auth`](Self::token_auth).
     pub fn client_credentials(
         &self,
-        client_id: impl Into<String>,
-        client_secret: impl Into<ClientSecret>,
+        credentials: Credentials,
     ) -> Result<ClientCredentialsBuilder, ConfigError> {
         let auth = self
             .token_auth()
             .ok_or(ConfigError::Missing(UNSUPPORTED_AUTH))?;
-        Ok(
-            ClientCredentials::builder(self.token_endpoint.as_str(), client_id, client_secret)
-                .auth(auth),
-        )
+        Ok(ClientCredentials::builder(self.token_endpoint.as_str(), credentials).auth(auth))
     }
 
     /// A [`RevokeService`] builder for the revocation endpoint, with the

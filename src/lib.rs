@@ -85,7 +85,7 @@
 //! #     }));
 //! # tokio::spawn(async move { axum::serve(listener, app).await });
 //! # let (token_url, orders_url) = (format!("{base}/oauth/token"), format!("{base}/orders"));
-//! let source = ClientCredentials::builder(token_url, "my-client", "s3cr3t")
+//! let source = ClientCredentials::builder(token_url, tower_token::Credentials::new("my-client", "s3cr3t"))
 //!     .scope("orders:read")
 //!     .build()?;
 //!

@@ -21,7 +21,7 @@
 //! use tower_token::{preset, TokenLayer};
 //!
 //! # fn main() -> Result<(), tower_token::BoxError> {
-//! let k2 = preset::kopokopo("https://sandbox.kopokopo.com", "my-app", "s3cr3t")?;
+//! let k2 = preset::kopokopo("https://sandbox.kopokopo.com", tower_token::Credentials::new("my-app", "s3cr3t"))?;
 //! assert_eq!(k2.revoker().endpoint().url().as_str(), "https://sandbox.kopokopo.com/oauth/revoke");
 //!
 //! let (source, revoker) = k2.into_parts();
@@ -60,27 +60,16 @@ impl fmt::Debug for Provider {
 
 impl Provider {
     /// Kopo Kopo at `base_url` (e.g. `https://sandbox.kopokopo.com`).
-    pub fn kopokopo(
-        base_url: impl Into<String>,
-        client_id: impl Into<String>,
-        client_secret: impl Into<ClientSecret>,
-    ) -> ProviderBuilder {
-        ProviderBuilder::new(
-            Kind::KopoKopo(base_url.into()),
-            Credentials::new(client_id, client_secret),
-        )
+    pub fn kopokopo(base_url: impl Into<String>, credentials: Credentials) -> ProviderBuilder {
+        ProviderBuilder::new(Kind::KopoKopo(base_url.into()), credentials)
     }
 
     /// OneLogin: `acme.onelogin.com`, `acme`, or a full base URL.
     pub fn onelogin(
         subdomain_or_base_url: impl Into<String>,
-        client_id: impl Into<String>,
-        client_secret: impl Into<ClientSecret>,
+        credentials: Credentials,
     ) -> ProviderBuilder {
-        ProviderBuilder::new(
-            Kind::OneLogin(subdomain_or_base_url.into()),
-            Credentials::new(client_id, client_secret),
-        )
+        ProviderBuilder::new(Kind::OneLogin(subdomain_or_base_url.into()), credentials)
     }
 
     /// KorAP/Kustvakt at its service root (e.g.
@@ -190,9 +179,12 @@ impl ProviderBuilder {
                 .client_secret()
                 .cloned()
                 .unwrap_or_else(|| ClientSecret::new(""));
-            let mut b = ClientCredentials::builder(token_url, creds.client_id(), secret)
-                .auth(if public { ClientAuth::None } else { auth })
-                .transport(transport.clone());
+            let mut b = ClientCredentials::builder(
+                token_url,
+                crate::Credentials::new(creds.client_id(), secret),
+            )
+            .auth(if public { ClientAuth::None } else { auth })
+            .transport(transport.clone());
             if let Some(scope) = &self.scope {
                 b = b.scope(scope.clone());
             }
@@ -209,25 +201,21 @@ impl ProviderBuilder {
             Kind::KopoKopo(base) => Ok(Provider::new(
                 provider_source(ProviderSource::kopokopo(
                     base.as_str(),
-                    creds.client_id(),
-                    secret(),
+                    crate::Credentials::new(creds.client_id(), secret()),
                 ))?,
                 revoker(RevokeService::kopokopo(
                     base.as_str(),
-                    creds.client_id(),
-                    secret(),
+                    crate::Credentials::new(creds.client_id(), secret()),
                 ))?,
             )),
             Kind::OneLogin(base) => Ok(Provider::new(
                 provider_source(ProviderSource::onelogin(
                     base.as_str(),
-                    creds.client_id(),
-                    secret(),
+                    crate::Credentials::new(creds.client_id(), secret()),
                 ))?,
                 revoker(RevokeService::onelogin(
                     base.as_str(),
-                    creds.client_id(),
-                    secret(),
+                    crate::Credentials::new(creds.client_id(), secret()),
                 ))?,
             )),
             Kind::Korap(root) => {
@@ -257,19 +245,17 @@ impl ProviderBuilder {
 /// [`Provider::kopokopo`].
 pub fn kopokopo(
     base_url: impl Into<String>,
-    client_id: impl Into<String>,
-    client_secret: impl Into<ClientSecret>,
+    credentials: Credentials,
 ) -> Result<Provider, ConfigError> {
-    Provider::kopokopo(base_url, client_id, client_secret).build()
+    Provider::kopokopo(base_url, credentials).build()
 }
 
 /// OneLogin's endpoints, with the defaults; see [`Provider::onelogin`].
 pub fn onelogin(
     subdomain_or_base_url: impl Into<String>,
-    client_id: impl Into<String>,
-    client_secret: impl Into<ClientSecret>,
+    credentials: Credentials,
 ) -> Result<Provider, ConfigError> {
-    Provider::onelogin(subdomain_or_base_url, client_id, client_secret).build()
+    Provider::onelogin(subdomain_or_base_url, credentials).build()
 }
 
 /// KorAP/Kustvakt's endpoints under `root`, with the defaults; see

@@ -60,7 +60,7 @@
 //!     .timeout(Duration::from_secs(5))
 //!     .max_response_bytes(16 * 1024);
 //!
-//! let source = ClientCredentials::builder("https://auth.example.com/oauth/token", "my-client", "s3cr3t")
+//! let source = ClientCredentials::builder("https://auth.example.com/oauth/token", tower_token::Credentials::new("my-client", "s3cr3t"))
 //!     .transport(transport.clone())
 //!     .build()?;
 //! let revoker = RevokeService::rfc("https://auth.example.com/oauth/revoke", Credentials::new("my-client", "s3cr3t"))
@@ -211,19 +211,23 @@ mod tests {
     async fn one_client_for_every_builder() {
         let hits = Arc::new(AtomicUsize::new(0));
         let transport = Transport::new().http_client(counting(Arc::clone(&hits)));
-        let source = ClientCredentials::builder("https://as.example/token", "i", "s")
-            .transport(transport.clone())
-            .build()
-            .unwrap();
+        let source = ClientCredentials::builder(
+            "https://as.example/token",
+            crate::Credentials::new("i", "s"),
+        )
+        .transport(transport.clone())
+        .build()
+        .unwrap();
         let mut revoker =
             RevokeService::rfc("https://as.example/revoke", Credentials::new("i", "s"))
                 .transport(transport.clone().timeout(Duration::from_secs(1)))
                 .build()
                 .unwrap();
-        let provider = ProviderSource::kopokopo("https://k2.example", "i", "s")
-            .transport(transport.clone())
-            .build()
-            .unwrap();
+        let provider =
+            ProviderSource::kopokopo("https://k2.example", crate::Credentials::new("i", "s"))
+                .transport(transport.clone())
+                .build()
+                .unwrap();
         assert!(Arc::ptr_eq(&transport.client().unwrap(), &source.http));
         assert!(Arc::ptr_eq(&source.http, &revoker.endpoint().http));
         assert!(Arc::ptr_eq(&source.http, &provider.http));
@@ -249,11 +253,14 @@ mod tests {
     async fn a_preset_sends_both_requests_through_the_transport() {
         let hits = Arc::new(AtomicUsize::new(0));
         let transport = Transport::new().http_client(counting(Arc::clone(&hits)));
-        let (source, revoker) = crate::preset::Provider::kopokopo("https://k2.example", "i", "s")
-            .transport(transport)
-            .build()
-            .unwrap()
-            .into_parts();
+        let (source, revoker) = crate::preset::Provider::kopokopo(
+            "https://k2.example",
+            crate::Credentials::new("i", "s"),
+        )
+        .transport(transport)
+        .build()
+        .unwrap()
+        .into_parts();
         let token = source
             .fetch(FetchRequest::new(FetchReason::Initial))
             .await

@@ -94,7 +94,7 @@ fn capture() -> &'static Capture {
 }
 
 fn builder(url: String) -> ClientCredentialsBuilder {
-    ClientCredentials::builder(url, CLIENT_ID, CLIENT_SECRET)
+    ClientCredentials::builder(url, tower_token::Credentials::new(CLIENT_ID, CLIENT_SECRET))
 }
 
 type Configure = fn(ClientCredentialsBuilder) -> ClientCredentialsBuilder;
@@ -1370,10 +1370,12 @@ async fn revoke_onelogin_envelopes() {
         _ => Reply::json(200, "{\"status\":"),
     })
     .await;
-    let revoker =
-        RevokeService::onelogin(format!("http://{}", server.addr), CLIENT_ID, CLIENT_SECRET)
-            .build()
-            .unwrap();
+    let revoker = RevokeService::onelogin(
+        format!("http://{}", server.addr),
+        tower_token::Credentials::new(CLIENT_ID, CLIENT_SECRET),
+    )
+    .build()
+    .unwrap();
     let revoke = || revoker.clone().oneshot(RevokeRequest::access(GOOD));
 
     let err = revoke().await.unwrap_err();
@@ -1486,33 +1488,33 @@ fn plain_http_needs_loopback_or_explicit_permission() {
             .build()
             .unwrap();
         is_insecure(
-            RevokeService::kopokopo(url, CLIENT_ID, CLIENT_SECRET)
+            RevokeService::kopokopo(url, tower_token::Credentials::new(CLIENT_ID, CLIENT_SECRET))
                 .build()
                 .map(drop),
             url,
         );
-        RevokeService::kopokopo(url, CLIENT_ID, CLIENT_SECRET)
+        RevokeService::kopokopo(url, tower_token::Credentials::new(CLIENT_ID, CLIENT_SECRET))
             .transport(allowed())
             .build()
             .unwrap();
         is_insecure(
-            RevokeService::onelogin(url, CLIENT_ID, CLIENT_SECRET)
+            RevokeService::onelogin(url, tower_token::Credentials::new(CLIENT_ID, CLIENT_SECRET))
                 .build()
                 .map(drop),
             url,
         );
-        RevokeService::onelogin(url, CLIENT_ID, CLIENT_SECRET)
+        RevokeService::onelogin(url, tower_token::Credentials::new(CLIENT_ID, CLIENT_SECRET))
             .transport(allowed())
             .build()
             .unwrap();
         is_insecure(
-            ProviderSource::kopokopo(url, CLIENT_ID, CLIENT_SECRET)
+            ProviderSource::kopokopo(url, tower_token::Credentials::new(CLIENT_ID, CLIENT_SECRET))
                 .build()
                 .map(drop),
             url,
         );
         is_insecure(
-            ProviderSource::onelogin(url, CLIENT_ID, CLIENT_SECRET)
+            ProviderSource::onelogin(url, tower_token::Credentials::new(CLIENT_ID, CLIENT_SECRET))
                 .build()
                 .map(drop),
             url,
@@ -1524,7 +1526,7 @@ fn plain_http_needs_loopback_or_explicit_permission() {
             .transport(no_client())
             .build()
             .unwrap();
-        RevokeService::onelogin(url, CLIENT_ID, CLIENT_SECRET)
+        RevokeService::onelogin(url, tower_token::Credentials::new(CLIENT_ID, CLIENT_SECRET))
             .transport(no_client())
             .build()
             .unwrap();
@@ -1635,10 +1637,12 @@ async fn every_error_variant_is_free_of_secrets() {
         move |_, _| Reply::json(401, serde_json::json!({"status": {"error": true, "code": 401, "type": format!("t {CLIENT_SECRET}"), "message": format!("{GOOD} {echo}")}}).to_string())
     })
     .await;
-    let onelogin =
-        RevokeService::onelogin(format!("http://{}", server.addr), CLIENT_ID, CLIENT_SECRET)
-            .build()
-            .unwrap();
+    let onelogin = RevokeService::onelogin(
+        format!("http://{}", server.addr),
+        tower_token::Credentials::new(CLIENT_ID, CLIENT_SECRET),
+    )
+    .build()
+    .unwrap();
     errors.push(
         onelogin
             .clone()
@@ -1658,8 +1662,7 @@ async fn every_error_variant_is_free_of_secrets() {
     let bad_secret = format!("{CLIENT_SECRET}\nX: y");
     let onelogin = RevokeService::onelogin(
         format!("http://{}", server.addr),
-        CLIENT_ID,
-        bad_secret.as_str(),
+        tower_token::Credentials::new(CLIENT_ID, bad_secret.as_str()),
     )
     .build()
     .unwrap();

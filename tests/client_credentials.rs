@@ -83,10 +83,13 @@ async fn basic_auth_encodes_secret_before_base64() {
 async fn body_auth_sends_credentials_in_form() {
     bounded::watchdog!();
     let token = TokenServer::start().await;
-    let source = ClientCredentials::builder(token.url(), CLIENT_ID, CLIENT_SECRET)
-        .auth(ClientAuth::RequestBody)
-        .build()
-        .unwrap();
+    let source = ClientCredentials::builder(
+        token.url(),
+        tower_token::Credentials::new(CLIENT_ID, CLIENT_SECRET),
+    )
+    .auth(ClientAuth::RequestBody)
+    .build()
+    .unwrap();
     let seen = one_request(&token, source).await;
 
     assert_eq!(seen.header("authorization"), None);
@@ -100,10 +103,13 @@ async fn body_auth_sends_credentials_in_form() {
 async fn public_client_sends_id_only() {
     bounded::watchdog!();
     let token = TokenServer::start().await;
-    let source = ClientCredentials::builder(token.url(), CLIENT_ID, CLIENT_SECRET)
-        .auth(ClientAuth::None)
-        .build()
-        .unwrap();
+    let source = ClientCredentials::builder(
+        token.url(),
+        tower_token::Credentials::new(CLIENT_ID, CLIENT_SECRET),
+    )
+    .auth(ClientAuth::None)
+    .build()
+    .unwrap();
     let seen = one_request(&token, source).await;
 
     assert_eq!(seen.header("authorization"), None);
@@ -118,14 +124,17 @@ async fn public_client_sends_id_only() {
 async fn scope_audience_resource_and_params_arrive() {
     bounded::watchdog!();
     let token = TokenServer::start().await;
-    let source = ClientCredentials::builder(token.url(), CLIENT_ID, CLIENT_SECRET)
-        .scope("orders:read orders:write")
-        .audience("https://api.example.com")
-        .resource("https://a.example.com/")
-        .resource("https://b.example.com/x?y=1&z=2")
-        .param("tenant", "acme & co")
-        .build()
-        .unwrap();
+    let source = ClientCredentials::builder(
+        token.url(),
+        tower_token::Credentials::new(CLIENT_ID, CLIENT_SECRET),
+    )
+    .scope("orders:read orders:write")
+    .audience("https://api.example.com")
+    .resource("https://a.example.com/")
+    .resource("https://b.example.com/x?y=1&z=2")
+    .param("tenant", "acme & co")
+    .build()
+    .unwrap();
     let seen = one_request(&token, source).await;
 
     assert_eq!(seen.form_values("grant_type"), ["client_credentials"]);
@@ -263,10 +272,13 @@ async fn slow_token_endpoint_times_out() {
         ..TokenBehaviour::default()
     })
     .await;
-    let source = ClientCredentials::builder(token.url(), CLIENT_ID, CLIENT_SECRET)
-        .transport(Transport::new().timeout(Duration::from_millis(200)))
-        .build()
-        .unwrap();
+    let source = ClientCredentials::builder(
+        token.url(),
+        tower_token::Credentials::new(CLIENT_ID, CLIENT_SECRET),
+    )
+    .transport(Transport::new().timeout(Duration::from_millis(200)))
+    .build()
+    .unwrap();
     let err = TokenLayer::new(source).cache().token().await.unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
     assert!(err.is_retriable());
@@ -284,10 +296,13 @@ async fn oversized_answer_is_refused() {
             serde_json::json!({"access_token": "big", "padding": padding}),
         ))
     });
-    let source = ClientCredentials::builder(token.url(), CLIENT_ID, CLIENT_SECRET)
-        .transport(Transport::new().max_response_bytes(1024))
-        .build()
-        .unwrap();
+    let source = ClientCredentials::builder(
+        token.url(),
+        tower_token::Credentials::new(CLIENT_ID, CLIENT_SECRET),
+    )
+    .transport(Transport::new().max_response_bytes(1024))
+    .build()
+    .unwrap();
     let err = TokenLayer::new(source).cache().token().await.unwrap_err();
     assert!(
         matches!(err, Error::BodyTooLarge { limit: 1024, .. }),
@@ -330,9 +345,12 @@ async fn unreachable_endpoint_is_transport_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let source = ClientCredentials::builder(format!("http://{addr}/token"), CLIENT_ID, "s")
-        .build()
-        .unwrap();
+    let source = ClientCredentials::builder(
+        format!("http://{addr}/token"),
+        tower_token::Credentials::new(CLIENT_ID, "s"),
+    )
+    .build()
+    .unwrap();
     let err = TokenLayer::new(source).cache().token().await.unwrap_err();
     assert!(matches!(err, Error::Transport { .. }), "{err:?}");
     assert!(err.is_retriable());

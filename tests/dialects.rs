@@ -122,9 +122,12 @@ async fn kopokopo_token_request_matches_the_seed() {
         ok(r#"{"access_token":"k2-token","token_type":"Bearer","created_at":1600000000}"#)
     })
     .await;
-    let source = ProviderSource::kopokopo(&server.base, K2_ID, K2_SECRET)
-        .build()
-        .unwrap();
+    let source = ProviderSource::kopokopo(
+        &server.base,
+        tower_token::Credentials::new(K2_ID, K2_SECRET),
+    )
+    .build()
+    .unwrap();
     let token = fetch(&source).await.unwrap();
     assert_eq!(token.access_token().secret(), "k2-token");
     assert_eq!(token.expires_in(), Some(Duration::from_secs(3600)));
@@ -149,9 +152,12 @@ async fn kopokopo_token_request_matches_the_seed() {
 async fn kopokopo_never_uses_a_refresh_grant() {
     bounded::watchdog!();
     let server = Server::start(|_| ok(r#"{"access_token":"k2","expires_in":3600}"#)).await;
-    let source = ProviderSource::kopokopo(&server.base, K2_ID, K2_SECRET)
-        .build()
-        .unwrap();
+    let source = ProviderSource::kopokopo(
+        &server.base,
+        tower_token::Credentials::new(K2_ID, K2_SECRET),
+    )
+    .build()
+    .unwrap();
     let mut request = FetchRequest::new(FetchReason::Expired);
     request.refresh_token = Some(RefreshToken::new("stale"));
     source.fetch(request).await.unwrap();
@@ -164,9 +170,12 @@ async fn kopokopo_never_uses_a_refresh_grant() {
 async fn kopokopo_revoke_request_matches_the_seed() {
     bounded::watchdog!();
     let server = Server::start(|_| ok("")).await;
-    let revoke = RevokeService::kopokopo(&server.base, K2_ID, K2_SECRET)
-        .build()
-        .unwrap();
+    let revoke = RevokeService::kopokopo(
+        &server.base,
+        tower_token::Credentials::new(K2_ID, K2_SECRET),
+    )
+    .build()
+    .unwrap();
     revoke
         .oneshot(RevokeRequest::access("your_access_token"))
         .await
@@ -197,7 +206,11 @@ async fn kopokopo_preset_fetches_and_revokes() {
         _ => ok(""),
     })
     .await;
-    let provider = preset::kopokopo(&server.base, K2_ID, K2_SECRET).unwrap();
+    let provider = preset::kopokopo(
+        &server.base,
+        tower_token::Credentials::new(K2_ID, K2_SECRET),
+    )
+    .unwrap();
     let token = fetch(provider.source()).await.unwrap();
     provider.revoker().revoke_token(&token).await.unwrap();
     let seen = server.seen();
@@ -331,9 +344,12 @@ fn envelope(code: u16, kind: &str, message: &str) -> Reply {
 async fn onelogin_token_request_and_plain_answer() {
     bounded::watchdog!();
     let server = Server::start(|_| ok(OL_TOKEN)).await;
-    let source = ProviderSource::onelogin(&server.base, "ol-id", "ol-secret")
-        .build()
-        .unwrap();
+    let source = ProviderSource::onelogin(
+        &server.base,
+        tower_token::Credentials::new("ol-id", "ol-secret"),
+    )
+    .build()
+    .unwrap();
     let token = fetch(&source).await.unwrap();
     assert_eq!(token.access_token().secret(), "ol-access");
     assert_eq!(token.refresh_token().unwrap().secret(), "ol-refresh");
@@ -358,9 +374,12 @@ async fn onelogin_data_envelope_token_parses() {
                "data":[{"access_token":"v1-access","refresh_token":"v1-refresh","token_type":"bearer","expires_in":36000,"account_id":1}]}"#)
     })
     .await;
-    let source = ProviderSource::onelogin(&server.base, "ol-id", "ol-secret")
-        .build()
-        .unwrap();
+    let source = ProviderSource::onelogin(
+        &server.base,
+        tower_token::Credentials::new("ol-id", "ol-secret"),
+    )
+    .build()
+    .unwrap();
     let token = fetch(&source).await.unwrap();
     assert_eq!(token.access_token().secret(), "v1-access");
     assert_eq!(token.refresh_token().unwrap().secret(), "v1-refresh");
@@ -377,9 +396,12 @@ async fn onelogin_refresh_grant_falls_back_on_401() {
         }
     })
     .await;
-    let source = ProviderSource::onelogin(&server.base, "ol-id", "ol-secret")
-        .build()
-        .unwrap();
+    let source = ProviderSource::onelogin(
+        &server.base,
+        tower_token::Credentials::new("ol-id", "ol-secret"),
+    )
+    .build()
+    .unwrap();
     let mut request = FetchRequest::new(FetchReason::RefreshAhead);
     request.refresh_token = Some(RefreshToken::new("old-refresh"));
     let token = source.fetch(request).await.unwrap();
@@ -398,9 +420,12 @@ async fn onelogin_refresh_grant_falls_back_on_401() {
 async fn onelogin_refresh_grant_succeeds_without_fallback() {
     bounded::watchdog!();
     let server = Server::start(|_| ok(OL_TOKEN)).await;
-    let source = ProviderSource::onelogin(&server.base, "ol-id", "ol-secret")
-        .build()
-        .unwrap();
+    let source = ProviderSource::onelogin(
+        &server.base,
+        tower_token::Credentials::new("ol-id", "ol-secret"),
+    )
+    .build()
+    .unwrap();
     let mut request = FetchRequest::new(FetchReason::Expired);
     request.refresh_token = Some(RefreshToken::new("good-refresh"));
     source.fetch(request).await.unwrap();
@@ -411,9 +436,12 @@ async fn onelogin_refresh_grant_succeeds_without_fallback() {
 async fn onelogin_token_failure_is_typed() {
     bounded::watchdog!();
     let server = Server::start(|_| envelope(401, "Unauthorized", "Authentication Failure")).await;
-    let source = ProviderSource::onelogin(&server.base, "ol-id", "ol-secret")
-        .build()
-        .unwrap();
+    let source = ProviderSource::onelogin(
+        &server.base,
+        tower_token::Credentials::new("ol-id", "ol-secret"),
+    )
+    .build()
+    .unwrap();
     let err = fetch(&source).await.unwrap_err();
     assert!(
         matches!(
@@ -433,9 +461,12 @@ async fn onelogin_token_failure_is_typed() {
 async fn onelogin_revoke_request_matches_the_seed() {
     bounded::watchdog!();
     let server = Server::start(|_| envelope(200, "success", "Success")).await;
-    let revoke = RevokeService::onelogin(&server.base, "ol-id", "ol-secret")
-        .build()
-        .unwrap();
+    let revoke = RevokeService::onelogin(
+        &server.base,
+        tower_token::Credentials::new("ol-id", "ol-secret"),
+    )
+    .build()
+    .unwrap();
     let token = "xx508xx63817x752xx74004x30705xx92x58349x5x78f5xx34x8x614xxxx1451";
     revoke.oneshot(RevokeRequest::access(token)).await.unwrap();
 
@@ -458,7 +489,11 @@ async fn onelogin_preset_revokes_the_pair_with_the_access_token() {
         _ => envelope(200, "success", "Success"),
     })
     .await;
-    let provider = preset::onelogin(&server.base, "ol-id", "ol-secret").unwrap();
+    let provider = preset::onelogin(
+        &server.base,
+        tower_token::Credentials::new("ol-id", "ol-secret"),
+    )
+    .unwrap();
     let token = fetch(provider.source()).await.unwrap();
     provider.revoker().revoke_token(&token).await.unwrap();
     let seen = server.seen();
@@ -548,20 +583,21 @@ async fn rfc_preset_with_body_auth() {
 fn presets_refuse_plain_http_to_other_hosts() {
     use tower_token::ConfigError;
     assert!(matches!(
-        preset::kopokopo("http://k2.example", "i", "s"),
+        preset::kopokopo("http://k2.example", tower_token::Credentials::new("i", "s")),
         Err(ConfigError::InsecureUrl { .. })
     ));
     assert!(matches!(
-        preset::onelogin("http://ol.example", "i", "s"),
+        preset::onelogin("http://ol.example", tower_token::Credentials::new("i", "s")),
         Err(ConfigError::InsecureUrl { .. })
     ));
     assert!(
-        preset::Provider::onelogin("http://ol.example", "i", "s")
+        preset::Provider::onelogin("http://ol.example", tower_token::Credentials::new("i", "s"))
             .transport(Transport::new().allow_insecure_http())
             .build()
             .is_ok()
     );
-    let provider = preset::onelogin("acme", "i", "s3cr3t-value").unwrap();
+    let provider =
+        preset::onelogin("acme", tower_token::Credentials::new("i", "s3cr3t-value")).unwrap();
     assert_eq!(
         provider.revoker().endpoint().url().as_str(),
         "https://acme.onelogin.com/auth/oauth2/revoke"

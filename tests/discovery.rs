@@ -134,7 +134,7 @@ async fn rfc8414_document_gives_endpoints_and_auth() {
     // The source and the revocation service built from the metadata talk
     // to its endpoints with its client authentication.
     let source = metadata
-        .client_credentials("dc", "ds")
+        .client_credentials(tower_token::Credentials::new("dc", "ds"))
         .unwrap()
         .build()
         .unwrap();

@@ -114,14 +114,17 @@ async fn fifty_requests_through_one_bounded_stack<S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let token_source = ClientCredentials::builder(tokens.url(), CLIENT_ID, CLIENT_SECRET)
-        .transport(
-            Transport::new()
-                .http_client(TowerClient::new(stack.clone()))
-                .timeout(Duration::from_secs(5)),
-        )
-        .build()
-        .unwrap();
+    let token_source = ClientCredentials::builder(
+        tokens.url(),
+        tower_token::Credentials::new(CLIENT_ID, CLIENT_SECRET),
+    )
+    .transport(
+        Transport::new()
+            .http_client(TowerClient::new(stack.clone()))
+            .timeout(Duration::from_secs(5)),
+    )
+    .build()
+    .unwrap();
     let svc = TokenLayer::new(token_source).layer(stack);
     let calls: Vec<_> = (0..50)
         .map(|i| {
@@ -335,9 +338,12 @@ const CHILD_REVOKE_URL: &str = "TOWER_TOKEN_TEST_REVOKE_URL";
 
 fn child_layer() -> TokenLayer {
     let var = |name| std::env::var(name).unwrap();
-    let source = ClientCredentials::builder(var(CHILD_TOKEN_URL), CLIENT_ID, CLIENT_SECRET)
-        .build()
-        .unwrap();
+    let source = ClientCredentials::builder(
+        var(CHILD_TOKEN_URL),
+        tower_token::Credentials::new(CLIENT_ID, CLIENT_SECRET),
+    )
+    .build()
+    .unwrap();
     let revoker = RevokeService::rfc(
         var(CHILD_REVOKE_URL),
         Credentials::new(CLIENT_ID, CLIENT_SECRET),
@@ -380,6 +386,16 @@ fn revoke_on_exit_child() {
     }
 }
 
+/// The child's token reached the revocation endpoint before the child
+/// exited. At least once: a request in flight when the runtime shuts down is
+/// sent again from the revoking thread, since nobody can tell whether the
+/// server got it (revoking twice is harmless, RFC 7009 §2.2).
+fn assert_revoked_once_or_more(revoker: &Revoker) {
+    let revoked = revoker.revoked();
+    assert!(!revoked.is_empty(), "not revoked");
+    assert!(revoked.iter().all(|t| t == "tok-1"), "{revoked:?}");
+}
+
 /// Runs the child with `flavor`; returns how long it took to exit after it
 /// said it was dropping the last handle.
 async fn run_child(flavor: &str, tokens: &TokenServer, revoker: &Revoker) -> Duration {
@@ -416,7 +432,7 @@ async fn dropping_the_last_handle_at_the_end_of_a_current_thread_main_revokes() 
     bounded::watchdog!();
     let (tokens, revoker) = (TokenServer::start().await, Revoker::start().await);
     run_child("current_thread", &tokens, &revoker).await;
-    assert_eq!(revoker.revoked(), ["tok-1"]);
+    assert_revoked_once_or_more(&revoker);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -424,7 +440,7 @@ async fn dropping_the_last_handle_at_the_end_of_a_multi_thread_main_revokes() {
     bounded::watchdog!();
     let (tokens, revoker) = (TokenServer::start().await, Revoker::start().await);
     run_child("multi_thread", &tokens, &revoker).await;
-    assert_eq!(revoker.revoked(), ["tok-1"]);
+    assert_revoked_once_or_more(&revoker);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

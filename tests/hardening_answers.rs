@@ -79,7 +79,7 @@ fn api_request() -> http::Request<String> {
 }
 
 fn client_credentials(url: String) -> ClientCredentials {
-    ClientCredentials::builder(url, CLIENT_ID, CLIENT_SECRET)
+    ClientCredentials::builder(url, tower_token::Credentials::new(CLIENT_ID, CLIENT_SECRET))
         .build()
         .unwrap()
 }

@@ -384,7 +384,10 @@ async fn discovery_finds_the_token_and_revocation_endpoints() {
     // And what it finds works: a token from the discovered endpoint, and
     // its revocation at the discovered revocation endpoint.
     let source = metadata
-        .client_credentials(peer.basic.id.clone(), peer.basic.secret.as_str())
+        .client_credentials(tower_token::Credentials::new(
+            peer.basic.id.clone(),
+            peer.basic.secret.as_str(),
+        ))
         .unwrap()
         .build()
         .unwrap();
@@ -425,7 +428,10 @@ async fn basic_body_and_special_secret_clients_get_tokens_that_the_api_accepts()
     for (n, (client, auth, method)) in cases.into_iter().enumerate() {
         let before = peer.stats().await;
         let source = metadata
-            .client_credentials(client.id.clone(), client.secret.as_str())
+            .client_credentials(tower_token::Credentials::new(
+                client.id.clone(),
+                client.secret.as_str(),
+            ))
             .unwrap()
             .auth(auth)
             .scope("api:read")
@@ -501,7 +507,10 @@ async fn a_thousand_concurrent_calls_cause_exactly_one_token_request() {
     let source = peer
         .metadata()
         .await
-        .client_credentials(peer.basic.id.clone(), peer.basic.secret.as_str())
+        .client_credentials(tower_token::Credentials::new(
+            peer.basic.id.clone(),
+            peer.basic.secret.as_str(),
+        ))
         .unwrap()
         .build()
         .unwrap();
@@ -573,7 +582,10 @@ async fn a_two_second_token_is_renewed_once_per_lifetime_over_six_seconds() {
     let source = peer
         .metadata()
         .await
-        .client_credentials(peer.short.id.clone(), peer.short.secret.as_str())
+        .client_credentials(tower_token::Credentials::new(
+            peer.short.id.clone(),
+            peer.short.secret.as_str(),
+        ))
         .unwrap()
         .build()
         .unwrap();
@@ -661,7 +673,10 @@ async fn a_revoked_token_is_refused_once_and_replaced_transparently() {
     let peer = Peer::start().await;
     let metadata = peer.metadata().await;
     let source = metadata
-        .client_credentials(peer.basic.id.clone(), peer.basic.secret.as_str())
+        .client_credentials(tower_token::Credentials::new(
+            peer.basic.id.clone(),
+            peer.basic.secret.as_str(),
+        ))
         .unwrap()
         .build()
         .unwrap();
@@ -718,7 +733,10 @@ async fn dropping_the_last_clone_revokes_the_token_within_two_seconds() {
     let peer = Peer::start().await;
     let metadata = peer.metadata().await;
     let source = metadata
-        .client_credentials(peer.basic.id.clone(), peer.basic.secret.as_str())
+        .client_credentials(tower_token::Credentials::new(
+            peer.basic.id.clone(),
+            peer.basic.secret.as_str(),
+        ))
         .unwrap()
         .build()
         .unwrap();
@@ -770,7 +788,10 @@ async fn shutdown_revokes_the_token_before_it_returns() {
     let peer = Peer::start().await;
     let metadata = peer.metadata().await;
     let source = metadata
-        .client_credentials(peer.post.id.clone(), peer.post.secret.as_str())
+        .client_credentials(tower_token::Credentials::new(
+            peer.post.id.clone(),
+            peer.post.secret.as_str(),
+        ))
         .unwrap()
         .auth(ClientAuth::RequestBody)
         .build()
@@ -825,7 +846,7 @@ async fn a_wrong_client_secret_is_a_typed_invalid_client_and_no_request_is_sent(
         (&peer.post, ClientAuth::RequestBody),
     ] {
         let source = metadata
-            .client_credentials(client.id.clone(), WRONG)
+            .client_credentials(tower_token::Credentials::new(client.id.clone(), WRONG))
             .unwrap()
             .auth(auth)
             .build()
@@ -934,8 +955,7 @@ async fn the_peer_stops_when_its_stdin_closes() {
     assert!(matches!(err, Error::Transport { .. }), "{err:?}");
     let source = ClientCredentials::builder(
         metadata.token_endpoint.as_str(),
-        peer.basic.id.clone(),
-        peer.basic.secret.as_str(),
+        tower_token::Credentials::new(peer.basic.id.clone(), peer.basic.secret.as_str()),
     )
     .build()
     .unwrap();

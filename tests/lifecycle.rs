@@ -79,10 +79,13 @@ async fn start(server: Shared) -> SocketAddr {
 }
 
 fn layer(addr: SocketAddr, revoke_on_drop: bool) -> TokenLayer {
-    let source = ClientCredentials::builder(format!("http://{addr}/token"), ID, SECRET)
-        .auth(ClientAuth::RequestBody)
-        .build()
-        .unwrap();
+    let source = ClientCredentials::builder(
+        format!("http://{addr}/token"),
+        tower_token::Credentials::new(ID, SECRET),
+    )
+    .auth(ClientAuth::RequestBody)
+    .build()
+    .unwrap();
     let revoker = RevokeService::rfc(
         format!("http://{addr}/revoke"),
         Credentials::new(ID, SECRET),
@@ -330,9 +333,12 @@ async fn shutdown_reports_a_failed_revocation() {
     bounded::watchdog!();
     let server: Shared = Arc::default();
     let addr = start(server.clone()).await;
-    let source = ClientCredentials::builder(format!("http://{addr}/token"), ID, SECRET)
-        .build()
-        .unwrap();
+    let source = ClientCredentials::builder(
+        format!("http://{addr}/token"),
+        tower_token::Credentials::new(ID, SECRET),
+    )
+    .build()
+    .unwrap();
     // A revocation endpoint that does not exist: 404.
     let revoker = RevokeService::rfc(
         format!("http://{addr}/nowhere"),
@@ -354,9 +360,12 @@ async fn revoke_replaced_revokes_the_old_token_after_a_refresh() {
     bounded::watchdog!();
     let server: Shared = Arc::default();
     let addr = start(server.clone()).await;
-    let source = ClientCredentials::builder(format!("http://{addr}/token"), ID, SECRET)
-        .build()
-        .unwrap();
+    let source = ClientCredentials::builder(
+        format!("http://{addr}/token"),
+        tower_token::Credentials::new(ID, SECRET),
+    )
+    .build()
+    .unwrap();
     let revoker = RevokeService::rfc(
         format!("http://{addr}/revoke"),
         Credentials::new(ID, SECRET),

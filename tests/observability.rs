@@ -148,9 +148,12 @@ const TOKEN_PREFIX: &str = "at-7f3c9e-";
 const REFRESH_TOKEN: &str = "rt-5d2a8b-refresh";
 
 fn source(tokens: &TokenServer) -> ClientCredentials {
-    ClientCredentials::builder(tokens.url(), CLIENT_ID, CLIENT_SECRET)
-        .build()
-        .unwrap()
+    ClientCredentials::builder(
+        tokens.url(),
+        tower_token::Credentials::new(CLIENT_ID, CLIENT_SECRET),
+    )
+    .build()
+    .unwrap()
 }
 
 fn post(url: String) -> Request<Full<Bytes>> {

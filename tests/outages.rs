@@ -128,10 +128,13 @@ async fn outage(kind: Outage) {
     let server = RawServer::start(good).await;
     let client = CountingClient::new(ReqwestClient::new().unwrap());
     let sent = client.log();
-    let source = ClientCredentials::builder(server.url("/token"), "outage-client", "outage-secret")
-        .transport(Transport::new().timeout(TIMEOUT).http_client(client))
-        .build()
-        .unwrap();
+    let source = ClientCredentials::builder(
+        server.url("/token"),
+        tower_token::Credentials::new("outage-client", "outage-secret"),
+    )
+    .transport(Transport::new().timeout(TIMEOUT).http_client(client))
+    .build()
+    .unwrap();
     let layer = TokenLayer::builder(source)
         .refresh_ahead(1.0)
         .backoff(BACKOFF)

@@ -395,9 +395,12 @@ async fn onelogin_documented_failures_are_typed() {
             json!({"status": {"error": true, "code": code, "type": kind, "message": message}})
                 .to_string();
         let server = Server::start(move |_| reply(code, &body)).await;
-        let svc = RevokeService::onelogin(&server.base, "ol-id", "ol-secret")
-            .build()
-            .unwrap();
+        let svc = RevokeService::onelogin(
+            &server.base,
+            tower_token::Credentials::new("ol-id", "ol-secret"),
+        )
+        .build()
+        .unwrap();
         match revoke(svc, RevokeRequest::access(TOKEN)).await {
             Err(Error::Provider {
                 endpoint,
@@ -418,9 +421,12 @@ async fn onelogin_documented_failures_are_typed() {
 async fn onelogin_cannot_revoke_a_refresh_token_alone() {
     bounded::watchdog!();
     let server = Server::start(|_| reply(200, "")).await;
-    let svc = RevokeService::onelogin(&server.base, "ol-id", "ol-secret")
-        .build()
-        .unwrap();
+    let svc = RevokeService::onelogin(
+        &server.base,
+        tower_token::Credentials::new("ol-id", "ol-secret"),
+    )
+    .build()
+    .unwrap();
     let err = revoke(svc, RevokeRequest::refresh("rt-1"))
         .await
         .unwrap_err();
@@ -472,7 +478,7 @@ async fn a_slow_endpoint_times_out_under_tower_timeout() {
 async fn its_own_timeout_is_a_typed_error() {
     bounded::watchdog!();
     let server = Server::with_delay(Duration::from_millis(500), |_| reply(200, "")).await;
-    let svc = RevokeService::kopokopo(&server.base, "id", "secret")
+    let svc = RevokeService::kopokopo(&server.base, tower_token::Credentials::new("id", "secret"))
         .transport(Transport::new().timeout(Duration::from_millis(50)))
         .build()
         .unwrap();

@@ -93,8 +93,11 @@ async fn debug_of_layer_source_service_stats_and_token_is_redacted() {
     let token = TokenServer::with(token_server_behaviour()).await;
     let api = ApiServer::start().await;
 
-    let builder =
-        ClientCredentials::builder(token.url(), CLIENT_ID, CLIENT_SECRET).scope("orders:read");
+    let builder = ClientCredentials::builder(
+        token.url(),
+        tower_token::Credentials::new(CLIENT_ID, CLIENT_SECRET),
+    )
+    .scope("orders:read");
     assert_clean("the source builder", &format!("{builder:?}"));
     let source = builder.build().unwrap();
     assert_clean("the source", &format!("{source:?}"));

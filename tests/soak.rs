@@ -163,9 +163,12 @@ async fn soak() {
         .build()
         .unwrap();
     let source = || {
-        ClientCredentials::builder(server.url("/token"), CLIENT_ID, CLIENT_SECRET)
-            .build()
-            .unwrap()
+        ClientCredentials::builder(
+            server.url("/token"),
+            tower_token::Credentials::new(CLIENT_ID, CLIENT_SECRET),
+        )
+        .build()
+        .unwrap()
     };
     // One layer refreshes ahead (the default), the other only at expiry.
     let ahead = TokenLayer::builder(source())

@@ -63,7 +63,7 @@ impl TokenLayer {
     /// use tower_token::{preset, TokenLayer};
     ///
     /// # fn main() -> Result<(), tower_token::BoxError> {
-    /// let layer = TokenLayer::from_provider(preset::kopokopo("https://sandbox.kopokopo.com", "id", "secret")?)
+    /// let layer = TokenLayer::from_provider(preset::kopokopo("https://sandbox.kopokopo.com", tower_token::Credentials::new("id", "secret"))?)
     ///     .revoke_on_drop(true)
     ///     .build()?;
     /// # let _ = layer;

@@ -4,7 +4,6 @@ use super::{ResponseFuture, RevokeRequest, TokenKind};
 use crate::dialect::{self, ClientAuth, Credentials, Dialect, kopokopo, korap, onelogin, rfc};
 use crate::error::{ConfigError, Endpoint, Error};
 use crate::http_client::{HttpClient, Limits, execute};
-use crate::secret::ClientSecret;
 use crate::token::Token;
 use crate::transport::Transport;
 use bytes::Bytes;
@@ -143,16 +142,8 @@ impl RevokeService {
     }
 
     /// Kopo Kopo's endpoint, `{base_url}/oauth/revoke`.
-    pub fn kopokopo(
-        base_url: impl Into<String>,
-        client_id: impl Into<String>,
-        client_secret: impl Into<ClientSecret>,
-    ) -> RevokeServiceBuilder {
-        RevokeServiceBuilder::new(
-            Dialect::KopoKopo,
-            base_url.into(),
-            Credentials::new(client_id, client_secret),
-        )
+    pub fn kopokopo(base_url: impl Into<String>, credentials: Credentials) -> RevokeServiceBuilder {
+        RevokeServiceBuilder::new(Dialect::KopoKopo, base_url.into(), credentials)
     }
 
     /// KorAP/Kustvakt's endpoint, `{root}/oauth2/revoke`, for a confidential
@@ -167,14 +158,9 @@ impl RevokeService {
     /// `acme.onelogin.com`, `acme`, or a full URL.
     pub fn onelogin(
         subdomain_or_base_url: impl Into<String>,
-        client_id: impl Into<String>,
-        client_secret: impl Into<ClientSecret>,
+        credentials: Credentials,
     ) -> RevokeServiceBuilder {
-        RevokeServiceBuilder::new(
-            Dialect::OneLogin,
-            subdomain_or_base_url.into(),
-            Credentials::new(client_id, client_secret),
-        )
+        RevokeServiceBuilder::new(Dialect::OneLogin, subdomain_or_base_url.into(), credentials)
     }
 
     /// The endpoint this service talks to.
@@ -337,8 +323,7 @@ mod tests {
     fn urls_per_dialect() {
         let svc = build(RevokeService::kopokopo(
             "https://sandbox.kopokopo.com",
-            "i",
-            "s",
+            crate::Credentials::new("i", "s"),
         ));
         assert_eq!(
             svc.endpoint().url().as_str(),
@@ -352,7 +337,10 @@ mod tests {
             svc.endpoint().url().as_str(),
             "http://localhost:8089/api/v1.0/oauth2/revoke"
         );
-        let svc = build(RevokeService::onelogin("acme", "i", "s"));
+        let svc = build(RevokeService::onelogin(
+            "acme",
+            crate::Credentials::new("i", "s"),
+        ));
         assert_eq!(
             svc.endpoint().url().as_str(),
             "https://acme.onelogin.com/auth/oauth2/revoke"
@@ -374,7 +362,7 @@ mod tests {
             Err(ConfigError::InsecureUrl { .. })
         ));
         assert!(
-            RevokeService::onelogin("http://as.example", "i", "s")
+            RevokeService::onelogin("http://as.example", crate::Credentials::new("i", "s"))
                 .transport(no_client().allow_insecure_http())
                 .build()
                 .is_ok()
@@ -402,18 +390,23 @@ mod tests {
             [Refresh]
         );
         assert_eq!(
-            kinds(build(RevokeService::onelogin("acme", "i", "s"))),
+            kinds(build(RevokeService::onelogin(
+                "acme",
+                crate::Credentials::new("i", "s")
+            ))),
             [Access]
         );
         assert_eq!(
             kinds(build(RevokeService::kopokopo(
                 "https://a.example",
-                "i",
-                "s"
+                crate::Credentials::new("i", "s")
             ))),
             [Access]
         );
-        let svc = build(RevokeService::onelogin("acme", "i", "s"));
+        let svc = build(RevokeService::onelogin(
+            "acme",
+            crate::Credentials::new("i", "s"),
+        ));
         assert!(matches!(
             svc.endpoint().request(&RevokeRequest::refresh("r")),
             Err(Error::Request { .. })
@@ -422,7 +415,10 @@ mod tests {
 
     #[tokio::test]
     async fn transport_errors_are_typed() {
-        let svc = build(RevokeService::kopokopo("https://a.example", "i", "s"));
+        let svc = build(RevokeService::kopokopo(
+            "https://a.example",
+            crate::Credentials::new("i", "s"),
+        ));
         let err = svc.revoke_token(&Token::new("a")).await.unwrap_err();
         assert!(matches!(
             err,

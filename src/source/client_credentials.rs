@@ -5,7 +5,6 @@ use crate::dialect::{ClientAuth, Credentials, Grant, rfc};
 use crate::endpoint::endpoint_url;
 use crate::error::{ConfigError, Endpoint, Error, ErrorCode};
 use crate::http_client::{BoxFuture, HttpClient, Limits, execute};
-use crate::secret::ClientSecret;
 use crate::token::Token;
 use crate::transport::Transport;
 use http::StatusCode;
@@ -29,7 +28,7 @@ use url::Url;
 /// ```
 /// use tower_token::{ClientCredentials, dialect::ClientAuth};
 ///
-/// let source = ClientCredentials::builder("https://auth.example.com/oauth/token", "my-client", "s3cr3t")
+/// let source = ClientCredentials::builder("https://auth.example.com/oauth/token", tower_token::Credentials::new("my-client", "s3cr3t"))
 ///     .auth(ClientAuth::RequestBody)
 ///     .scope("orders:read")
 ///     .audience("https://api.example.com")
@@ -65,12 +64,11 @@ impl ClientCredentials {
     /// Starts a builder for a confidential client at `token_url`.
     pub fn builder(
         token_url: impl Into<String>,
-        client_id: impl Into<String>,
-        client_secret: impl Into<ClientSecret>,
+        credentials: Credentials,
     ) -> ClientCredentialsBuilder {
         ClientCredentialsBuilder {
             url: token_url.into(),
-            credentials: Credentials::new(client_id, client_secret),
+            credentials: credentials,
             auth: ClientAuth::Basic,
             scope: None,
             params: Vec::new(),

@@ -4,7 +4,6 @@ use super::{FetchRequest, TokenSource};
 use crate::dialect::{self, ClientAuth, Credentials, Dialect, Grant, kopokopo, onelogin, rfc};
 use crate::error::{ConfigError, Endpoint, Error, ErrorCode};
 use crate::http_client::{BoxFuture, HttpClient, Limits, execute};
-use crate::secret::ClientSecret;
 use crate::token::Token;
 use crate::transport::Transport;
 use http::StatusCode;
@@ -29,7 +28,7 @@ use url::Url;
 /// ```
 /// use tower_token::source::ProviderSource;
 ///
-/// let source = ProviderSource::onelogin("acme.onelogin.com", "my-client", "s3cr3t")
+/// let source = ProviderSource::onelogin("acme.onelogin.com", tower_token::Credentials::new("my-client", "s3cr3t"))
 ///     .build()
 ///     .unwrap();
 /// assert_eq!(source.token_url().as_str(), "https://acme.onelogin.com/auth/oauth2/v2/token");
@@ -59,14 +58,9 @@ impl ProviderSource {
     /// Kopo Kopo's token endpoint, `{base_url}/oauth/token`.
     pub fn kopokopo(
         base_url: impl Into<String>,
-        client_id: impl Into<String>,
-        client_secret: impl Into<ClientSecret>,
+        credentials: Credentials,
     ) -> ProviderSourceBuilder {
-        ProviderSourceBuilder::new(
-            Dialect::KopoKopo,
-            base_url.into(),
-            Credentials::new(client_id, client_secret),
-        )
+        ProviderSourceBuilder::new(Dialect::KopoKopo, base_url.into(), credentials)
     }
 
     /// OneLogin's token endpoint, `https://<subdomain>/auth/oauth2/v2/token`.
@@ -75,14 +69,9 @@ impl ProviderSource {
     /// `acme.onelogin.com`, `acme`, or a full URL.
     pub fn onelogin(
         subdomain_or_base_url: impl Into<String>,
-        client_id: impl Into<String>,
-        client_secret: impl Into<ClientSecret>,
+        credentials: Credentials,
     ) -> ProviderSourceBuilder {
-        ProviderSourceBuilder::new(
-            Dialect::OneLogin,
-            subdomain_or_base_url.into(),
-            Credentials::new(client_id, client_secret),
-        )
+        ProviderSourceBuilder::new(Dialect::OneLogin, subdomain_or_base_url.into(), credentials)
     }
 
     /// The wire format.
@@ -255,15 +244,19 @@ mod tests {
 
     #[test]
     fn urls() {
-        let s = ProviderSource::kopokopo("https://sandbox.kopokopo.com/", "i", "s")
-            .build()
-            .unwrap();
+        let s = ProviderSource::kopokopo(
+            "https://sandbox.kopokopo.com/",
+            crate::Credentials::new("i", "s"),
+        )
+        .build()
+        .unwrap();
         assert_eq!(
             s.token_url().as_str(),
             "https://sandbox.kopokopo.com/oauth/token"
         );
         assert!(matches!(
-            ProviderSource::kopokopo("http://k2.example", "i", "s").build(),
+            ProviderSource::kopokopo("http://k2.example", crate::Credentials::new("i", "s"))
+                .build(),
             Err(ConfigError::InsecureUrl { .. })
         ));
     }

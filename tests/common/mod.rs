@@ -351,9 +351,12 @@ async fn token_handler(
 /// A [`ClientCredentials`] source for `server`, with the default (Basic)
 /// client authentication and the crate's default HTTP client.
 pub fn source(server: &TokenServer) -> ClientCredentials {
-    ClientCredentials::builder(server.url(), CLIENT_ID, CLIENT_SECRET)
-        .build()
-        .unwrap()
+    ClientCredentials::builder(
+        server.url(),
+        tower_token::Credentials::new(CLIENT_ID, CLIENT_SECRET),
+    )
+    .build()
+    .unwrap()
 }
 
 // ---------------------------------------------------------------------------
