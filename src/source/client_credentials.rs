@@ -68,7 +68,7 @@ impl ClientCredentials {
     ) -> ClientCredentialsBuilder {
         ClientCredentialsBuilder {
             url: token_url.into(),
-            credentials: credentials,
+            credentials,
             auth: ClientAuth::Basic,
             scope: None,
             params: Vec::new(),
