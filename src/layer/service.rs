@@ -17,6 +17,12 @@ use tower_service::Service;
 ///
 /// `Clone + Send + Sync` when the inner service is; every clone shares one
 /// cache. `poll_ready` is the inner service's.
+///
+/// The inner service must be `Clone`, even with replay off: a request that
+/// waits for a token gives back the capacity its `poll_ready` reserved by
+/// dropping the instance made ready, and makes a clone ready once the token
+/// is there (see the [module docs](crate::layer)); a retry after a 401 also
+/// goes through a clone of its own.
 #[derive(Clone)]
 pub struct TokenService<S> {
     inner: S,
