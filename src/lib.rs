@@ -129,6 +129,9 @@ pub mod revoke;
 pub mod router;
 pub mod secret;
 pub mod source;
+#[cfg(feature = "store")]
+#[cfg_attr(docsrs, doc(cfg(feature = "store")))]
+pub mod store;
 pub mod token;
 pub mod transport;
 
