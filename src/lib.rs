@@ -43,10 +43,21 @@
 //!
 //! # Features
 //!
-//! - `reqwest` (default): reqwest with rustls as the HTTP client for token
-//!   endpoints, and [`adapter::ReqwestService`] to put a `reqwest::Client`
-//!   under the layer. Without it, pass any tower HTTP service to the token
-//!   source through [`http_client::TowerClient`].
+//! - `reqwest` (default): reqwest as the HTTP client for token endpoints, and
+//!   [`adapter::ReqwestService`] to put a `reqwest::Client` under the layer.
+//!   It brings no TLS backend by itself; one of the next three does. Without
+//!   it, pass any tower HTTP service to the token source through
+//!   [`http_client::TowerClient`].
+//! - `rustls` (default): reqwest's TLS is rustls with aws-lc-rs.
+//! - `rustls-no-provider`: reqwest's TLS is rustls with no crypto provider
+//!   from this crate; the application installs its own (ring or aws-lc-rs)
+//!   with `CryptoProvider::install_default` before building a token source.
+//! - `native-tls`: reqwest's TLS is native-tls (OpenSSL on Linux).
+//! - `axum`, `tonic`: replay of those crates' request bodies after a
+//!   rejected token.
+//!
+//! The crate never installs a process-wide crypto provider. The README has
+//! the table of what each feature pulls in.
 //!
 //! # Example
 //!
