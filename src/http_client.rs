@@ -214,7 +214,8 @@ mod reqwest_client {
     use super::*;
     use crate::error::ConfigError;
 
-    /// The default [`HttpClient`]: reqwest with rustls, redirects off.
+    /// The default [`HttpClient`]: reqwest with the TLS backend the crate's
+    /// features choose (rustls with aws-lc-rs by default), redirects off.
     #[derive(Clone, Debug)]
     pub struct ReqwestClient {
         client: reqwest::Client,
@@ -223,6 +224,20 @@ mod reqwest_client {
     impl ReqwestClient {
         /// A client with redirects off.
         pub fn new() -> Result<Self, ConfigError> {
+            // With `rustls-no-provider` alone, reqwest panics when the
+            // application has installed no rustls crypto provider: an error instead.
+            #[cfg(all(
+                feature = "rustls-no-provider",
+                not(feature = "rustls"),
+                not(feature = "native-tls")
+            ))]
+            if rustls::crypto::CryptoProvider::get_default().is_none() {
+                return Err(ConfigError::HttpClient(
+                    "feature `rustls-no-provider`: install a rustls CryptoProvider \
+                     (`CryptoProvider::install_default`) before building"
+                        .into(),
+                ));
+            }
             let client = reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()

@@ -55,11 +55,23 @@
 //!
 //! # Features
 //!
-//! - `reqwest` (default): reqwest with rustls as the HTTP client for token
-//!   endpoints, and [`adapter::ReqwestService`] to put a `reqwest::Client`
-//!   under the layer. Without it, give the token source a [`Transport`]
-//!   with any tower HTTP service as its client, through
-//!   [`http_client::TowerClient`].
+//! - `reqwest` (default): reqwest as the HTTP client for token endpoints, and
+//!   [`adapter::ReqwestService`] to put a `reqwest::Client` under the layer.
+//!   It brings no TLS backend by itself; one of the next three does. Without
+//!   it, give the token source a [`Transport`] with any tower HTTP service as
+//!   its client, through [`http_client::TowerClient`].
+//! - `rustls` (default): reqwest's TLS is rustls with aws-lc-rs.
+//! - `rustls-no-provider`: reqwest's TLS is rustls with no crypto provider
+//!   from this crate; the application installs its own (ring or aws-lc-rs)
+//!   with `CryptoProvider::install_default` before building a token source.
+//! - `native-tls`: reqwest's TLS is native-tls (OpenSSL on Linux).
+//! - `reqwest-middleware`: [`middleware::TokenMiddleware`].
+//! - `axum`, `tonic`: replay of those crates' request bodies after a
+//!   rejected token.
+//! - `store`: a token store shared by the replicas of a service.
+//!
+//! The crate never installs a process-wide crypto provider. The README has
+//! the table of what each feature pulls in.
 //!
 //! # Example
 //!

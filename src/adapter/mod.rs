@@ -54,6 +54,60 @@
 //! assert_eq!(body, r#"Bearer t-1 {"item":42}"#);
 //! # Ok(()) }
 //! ```
+//!
+//! # Converting between reqwest and `http` types
+//!
+//! reqwest converts both ways itself, and [`ReqwestService`] does, per call,
+//! what the first and the third of these do:
+//!
+//! - `reqwest::Request::try_from(http::Request<B>)`, for any
+//!   `B: Into<reqwest::Body>`: method, headers, version, extensions and body
+//!   are kept; the URI must be absolute, or the result is an error whose
+//!   `is_builder()` is true;
+//! - `http::Request::<reqwest::Body>::try_from(reqwest::Request)`: the URL
+//!   becomes the URI, and a request without a body gets an empty one;
+//! - `http::Response::<reqwest::Body>::from(reqwest::Response)`: status,
+//!   version, headers, extensions, and the body as it streams in; reqwest's
+//!   `Response::url()` (where redirects ended) is not kept;
+//! - `reqwest::Response::from(http::Response<T>)`, for any
+//!   `T: Into<reqwest::Body>`: its `url()` is a placeholder unless the
+//!   response was built with `reqwest::ResponseBuilderExt::url`.
+//!
+//! Settings that reqwest keeps in private extensions, such as a per-request
+//! timeout (`reqwest::Request::timeout_mut`), have no `http` form: use the
+//! client's (`reqwest::ClientBuilder::timeout`) or a tower `Timeout` layer,
+//! as above.
+//!
+//! ```
+//! use http_body_util::BodyExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_token::BoxError> {
+//! // `http` to reqwest, and back.
+//! let request = http::Request::post("https://api.example.com/orders?page=2")
+//!     .header(http::header::CONTENT_TYPE, "application/json")
+//!     .body(reqwest::Body::from(r#"{"item":42}"#))?;
+//! let request = reqwest::Request::try_from(request)?;
+//! assert_eq!(request.url().as_str(), "https://api.example.com/orders?page=2");
+//! assert_eq!(request.body().and_then(|b| b.as_bytes()), Some(&br#"{"item":42}"#[..]));
+//! let request = http::Request::<reqwest::Body>::try_from(request)?;
+//! assert_eq!(request.uri().to_string(), "https://api.example.com/orders?page=2");
+//! assert_eq!(request.headers()[http::header::CONTENT_TYPE], "application/json");
+//!
+//! // A relative URI is an error, not a panic.
+//! let relative = http::Request::get("/orders").body(reqwest::Body::default())?;
+//! assert!(reqwest::Request::try_from(relative).unwrap_err().is_builder());
+//!
+//! // Responses: `http` to reqwest, and back.
+//! let response = reqwest::Response::from(
+//!     http::Response::builder().status(201).header("x-id", "7").body("made")?,
+//! );
+//! assert_eq!(response.status(), http::StatusCode::CREATED);
+//! let response = http::Response::<reqwest::Body>::from(response);
+//! assert_eq!(response.headers()["x-id"], "7");
+//! assert_eq!(response.into_body().collect().await?.to_bytes(), "made");
+//! # Ok(()) }
+//! ```
 
 mod reqwest;
 
