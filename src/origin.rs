@@ -23,6 +23,7 @@ impl Origin {
     }
 
     /// Whether `url` is of this origin.
+    #[cfg(feature = "reqwest-middleware")]
     pub(crate) fn matches_url(&self, url: &url::Url) -> bool {
         url.scheme().eq_ignore_ascii_case(&self.scheme)
             && url

@@ -96,8 +96,41 @@ impl Shared {
         tokens
     }
 
+    /// Whether the cache's tokens are shared with a fleet through a store:
+    /// then one replica leaving revokes nothing.
+    fn shares_tokens(&self) -> bool {
+        #[cfg(feature = "store")]
+        if self.config.fleet.is_some() {
+            return true;
+        }
+        false
+    }
+
+    /// See [`TokenCache::shutdown_fleet`](super::TokenCache::shutdown_fleet).
+    #[cfg(feature = "store")]
+    pub(super) async fn shutdown_fleet(&self) -> Result<(), Error> {
+        let fingerprint = self
+            .current_token()
+            .and_then(|c| c.stored.as_ref().map(|s| s.fingerprint.clone()));
+        if let (Some(fleet), Some(fingerprint)) = (&self.config.fleet, &fingerprint) {
+            fleet.remove(&self.counters, fingerprint).await;
+        }
+        match self.config.revoker.clone() {
+            Some(revoker) => self.revoke_all(&revoker).await,
+            None => {
+                self.take_tokens();
+                Ok(())
+            }
+        }
+    }
+
     /// See [`TokenCache::shutdown`](super::TokenCache::shutdown).
     pub(super) async fn shutdown(&self) -> Result<(), Error> {
+        if self.shares_tokens() {
+            // The fleet goes on using the token: forget it, revoke nothing.
+            self.take_tokens();
+            return Ok(());
+        }
         let Some(revoker) = self.config.revoker.clone() else {
             return Ok(());
         };
@@ -160,6 +193,10 @@ impl Shared {
 impl Drop for Shared {
     fn drop(&mut self) {
         if !self.config.revoke_on_drop || self.config.revoker.is_none() {
+            return;
+        }
+        if self.shares_tokens() {
+            tracing::debug!("the token is shared with the fleet: not revoked on drop");
             return;
         }
         if std::thread::panicking() {

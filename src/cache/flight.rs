@@ -8,7 +8,7 @@
 //! lock.
 
 use super::exit::{self, Late};
-use super::{CachedToken, Config, Counters, Deadlines, Snapshot};
+use super::{CachedToken, Config, Counters, Deadlines, Snapshot, Stored};
 use crate::error::{Endpoint, Error, InvalidResponse};
 use crate::secret::RefreshToken;
 use crate::source::{FetchReason, FetchRequest, TokenSource};
@@ -41,6 +41,9 @@ pub(super) struct Flight {
     /// published but kept in `late`, for revocation.
     pub(super) discard_in_flight: bool,
     pub(super) late: Late,
+    /// The store fingerprint of the last token the API rejected, for the
+    /// next fetch to drop from the fleet's store.
+    rejected_fingerprint: Option<String>,
 }
 
 pub(crate) struct Shared {
@@ -228,7 +231,10 @@ impl Shared {
     pub(crate) fn reject(self: &Arc<Self>, generation: u64) -> bool {
         let mut flight = self.lock();
         if generation != 0 && self.current_generation() == generation {
-            self.clear(&mut flight);
+            if let Some(previous) = self.clear(&mut flight) {
+                flight.rejected_fingerprint =
+                    previous.stored.as_ref().map(|s| s.fingerprint.clone());
+            }
             self.counters.rejected.fetch_add(1, Ordering::Relaxed);
             flight.rejections = flight.rejections.saturating_add(1);
             self.rejections.store(flight.rejections, Ordering::Relaxed);
@@ -309,6 +315,7 @@ impl Shared {
     fn admit(
         &self,
         mut token: Token,
+        stored: Option<Stored>,
         started: Instant,
         started_wall: SystemTime,
     ) -> Result<(CachedToken, Option<RefreshToken>), Error> {
@@ -354,18 +361,50 @@ impl Shared {
             deadlines,
             expires_at_wall: wall(lifetime),
             token,
+            stored,
         };
         Ok((cached, refresh_token))
+    }
+
+    /// Asks the token source, bounded by the fetch timeout.
+    pub(super) async fn fetch_from_source(&self, request: FetchRequest) -> Result<Token, Error> {
+        let timeout = self.config.fetch_timeout;
+        tokio::time::timeout(timeout, self.source.fetch(request))
+            .await
+            .unwrap_or(Err(Error::Timeout {
+                endpoint: Endpoint::Token,
+                timeout,
+            }))
+    }
+
+    /// A token from the fleet's store when the cache has one, else from the
+    /// source.
+    async fn fetch(&self, request: FetchRequest) -> (Result<Token, Error>, Option<Stored>) {
+        #[cfg(feature = "store")]
+        if let Some(fleet) = &self.config.fleet {
+            let (held, rejected) = {
+                let mut flight = self.lock();
+                let held = self
+                    .current
+                    .load()
+                    .as_ref()
+                    .and_then(|c| c.stored.as_ref().map(|s| s.issued_at_ms));
+                (held, flight.rejected_fingerprint.take())
+            };
+            return fleet.fetch(self, request, held, rejected).await;
+        }
+        (self.fetch_from_source(request).await, None)
     }
 
     /// Records the outcome of a fetch and returns what its waiters get.
     fn finish(
         &self,
         fetched: Result<Token, Error>,
+        stored: Option<Stored>,
         started: Instant,
         started_wall: SystemTime,
     ) -> Result<Arc<CachedToken>, Error> {
-        let admitted = fetched.and_then(|token| self.admit(token, started, started_wall));
+        let admitted = fetched.and_then(|token| self.admit(token, stored, started, started_wall));
         let mut flight = self.lock();
         flight.waiting = None;
         self.fetching.store(false, Ordering::Release);
@@ -403,6 +442,7 @@ impl Shared {
                     "token fetched"
                 );
                 if self.config.revoke_replaced
+                    && cached.stored.is_none()
                     && let Some(old) = replaced
                 {
                     self.revoke_in_background(&[exit::held(Some(&old), None)], "replaced");
@@ -454,15 +494,8 @@ impl FetchGuard {
         let started = Instant::now();
         let started_wall = shared.wall();
         let span = tracing::debug_span!("tower_token::fetch", ?reason);
-        let timeout = shared.config.fetch_timeout;
-        let fetched = tokio::time::timeout(timeout, shared.source.fetch(request))
-            .instrument(span)
-            .await
-            .unwrap_or(Err(Error::Timeout {
-                endpoint: Endpoint::Token,
-                timeout,
-            }));
-        let outcome = shared.finish(fetched, started, started_wall);
+        let (fetched, stored) = shared.fetch(request).instrument(span).await;
+        let outcome = shared.finish(fetched, stored, started, started_wall);
         if let Some(tx) = self.tx.take() {
             let _ = tx.send(Some(outcome));
         }
@@ -509,7 +542,7 @@ mod tests {
 
     fn publish(shared: &Shared, token: &str) -> Result<Arc<CachedToken>, Error> {
         let token = Token::new(token).with_expires_in(Duration::from_secs(3600));
-        shared.finish(Ok(token), Instant::now(), SystemTime::now())
+        shared.finish(Ok(token), None, Instant::now(), SystemTime::now())
     }
 
     /// An invalidation that lands while a fetch publishes its token: the

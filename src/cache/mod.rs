@@ -94,9 +94,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 mod backoff;
 mod exit;
+#[cfg(feature = "store")]
+mod fleet;
 mod flight;
 
 pub use backoff::Backoff;
+#[cfg(feature = "store")]
+pub(crate) use fleet::Fleet;
 pub(crate) use flight::Shared;
 
 /// When a token stops being sent, and when its refresh starts: each on the
@@ -131,6 +135,17 @@ pub(crate) struct CachedToken {
     /// When the token expires, as the server stated it, on the wall clock.
     pub(crate) expires_at_wall: SystemTime,
     pub(crate) token: Token,
+    /// Where the token stands in a shared store: when it was issued and its
+    /// keyed fingerprint (none without a store).
+    pub(crate) stored: Option<Stored>,
+}
+
+/// A token's place in a shared store.
+#[derive(Clone, Debug)]
+#[cfg_attr(not(feature = "store"), allow(dead_code))]
+pub(crate) struct Stored {
+    pub(crate) issued_at_ms: u64,
+    pub(crate) fingerprint: String,
 }
 
 impl fmt::Debug for CachedToken {
@@ -161,6 +176,9 @@ pub(crate) struct Config {
     pub(crate) revoke_replaced: bool,
     /// The wall clock deadlines are checked against.
     pub(crate) wall_clock: fn() -> SystemTime,
+    /// The fleet's shared store, if any.
+    #[cfg(feature = "store")]
+    pub(crate) fleet: Option<Arc<Fleet>>,
 }
 
 impl Default for Config {
@@ -177,6 +195,8 @@ impl Default for Config {
             revoke_on_drop_timeout: Duration::from_secs(2),
             revoke_replaced: false,
             wall_clock: SystemTime::now,
+            #[cfg(feature = "store")]
+            fleet: None,
         }
     }
 }
@@ -197,6 +217,11 @@ pub(crate) struct Counters {
     pub(crate) unauthorized: AtomicU64,
     pub(crate) rejected: AtomicU64,
     pub(crate) revocations: AtomicU64,
+    pub(crate) from_store: AtomicU64,
+    pub(crate) fleet_fetches: AtomicU64,
+    pub(crate) fleet_waits: AtomicU64,
+    pub(crate) store_errors: AtomicU64,
+    pub(crate) store_fallbacks: AtomicU64,
 }
 
 /// A snapshot of a cache's counters (R15).
@@ -222,6 +247,17 @@ pub struct Stats {
     /// When the current token expires, as the server stated it, on the wall
     /// clock (none when the cache is empty).
     pub token_expires_at: Option<SystemTime>,
+    /// Tokens taken from a shared store instead of fetched (feature
+    /// `store`).
+    pub tokens_from_store: u64,
+    /// Fetches this replica made for the fleet, holding the store's lock.
+    pub fleet_fetches_won: u64,
+    /// Fetches during which this replica waited for another one's.
+    pub fleet_fetches_waited: u64,
+    /// Store calls that failed or timed out.
+    pub store_errors: u64,
+    /// Fetches made without the store because it failed or was too slow.
+    pub store_fallbacks: u64,
 }
 
 /// A usable token from the cache, as [`TokenCache::current`] and
@@ -376,6 +412,15 @@ impl TokenCache {
         self.shared.shutdown().await
     }
 
+    /// Revokes the token the fleet shares and removes it from the store
+    /// (feature `store`): every replica fetches a new one at its next
+    /// request. The one named call that revokes a shared token; see
+    /// [`TokenLayerBuilder::store`](crate::TokenLayerBuilder::store).
+    #[cfg(feature = "store")]
+    pub async fn shutdown_fleet(&self) -> Result<(), Error> {
+        self.shared.shutdown_fleet().await
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
         let c = &self.shared.counters;
@@ -390,6 +435,11 @@ impl TokenCache {
             tokens_rejected: c.rejected.load(Ordering::Relaxed),
             revocations: c.revocations.load(Ordering::Relaxed),
             token_expires_at,
+            tokens_from_store: c.from_store.load(Ordering::Relaxed),
+            fleet_fetches_won: c.fleet_fetches.load(Ordering::Relaxed),
+            fleet_fetches_waited: c.fleet_waits.load(Ordering::Relaxed),
+            store_errors: c.store_errors.load(Ordering::Relaxed),
+            store_fallbacks: c.store_fallbacks.load(Ordering::Relaxed),
         }
     }
 }

@@ -53,6 +53,8 @@ impl TokenLayer {
             config: Config::default(),
             settings: Settings::default(),
             error: None,
+            #[cfg(feature = "store")]
+            store: None,
         }
     }
 
@@ -116,6 +118,18 @@ pub struct TokenLayerBuilder {
     config: Config,
     settings: Settings,
     error: Option<ConfigError>,
+    #[cfg(feature = "store")]
+    store: Option<StoreSettings>,
+}
+
+/// What [`TokenLayerBuilder::store`] was given.
+#[cfg(feature = "store")]
+struct StoreSettings {
+    store: Arc<dyn crate::store::TokenStore>,
+    keys: crate::store::StoreKeys,
+    shape: Option<String>,
+    lock_ttl: Duration,
+    timeout: Duration,
 }
 
 impl fmt::Debug for TokenLayerBuilder {
@@ -282,10 +296,86 @@ impl TokenLayerBuilder {
         self
     }
 
+    /// Shares tokens with the other replicas of this service through
+    /// `store` (feature `store`; see [`crate::store`]): the fleet asks the
+    /// authorization server once per token lifetime. Stored tokens are
+    /// sealed with `keys`. The store key is made from everything that
+    /// shapes the source's tokens ([`TokenSource::token_shape`]), or from
+    /// [`store_key`](Self::store_key).
+    ///
+    /// With a store, `revoke_on_drop` and [`TokenCache::shutdown`] leave the
+    /// token alone (the other replicas use it); revoke it for the whole
+    /// fleet with [`TokenCache::shutdown_fleet`].
+    #[cfg(feature = "store")]
+    pub fn store(
+        mut self,
+        store: impl crate::store::TokenStore,
+        keys: crate::store::StoreKeys,
+    ) -> Self {
+        self.store = Some(StoreSettings {
+            store: Arc::new(store),
+            keys,
+            shape: None,
+            lock_ttl: Duration::from_secs(10),
+            timeout: Duration::from_millis(200),
+        });
+        self
+    }
+
+    /// The store key, for a source that cannot tell what shapes its tokens
+    /// (such as [`source::from_fn`](crate::source::from_fn)): every replica
+    /// that should share tokens gives the same one, and no other.
+    #[cfg(feature = "store")]
+    pub fn store_key(mut self, key: impl Into<String>) -> Self {
+        if let Some(store) = &mut self.store {
+            store.shape = Some(key.into());
+        } else {
+            self.error = Some(ConfigError::Missing("a store before its key"));
+        }
+        self
+    }
+
+    /// How long the store's lock is held at most (default 10 s): the
+    /// longest a dead lock holder delays the fleet.
+    #[cfg(feature = "store")]
+    pub fn store_lock_ttl(mut self, ttl: Duration) -> Self {
+        if let Some(store) = &mut self.store {
+            store.lock_ttl = ttl;
+        }
+        self
+    }
+
+    /// The longest one store call may take (default 200 ms); past it, the
+    /// replica goes on without the store.
+    #[cfg(feature = "store")]
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        if let Some(store) = &mut self.store {
+            store.timeout = timeout;
+        }
+        self
+    }
+
     /// Builds the layer.
-    pub fn build(self) -> Result<TokenLayer, ConfigError> {
+    #[cfg_attr(not(feature = "store"), allow(unused_mut))]
+    pub fn build(mut self) -> Result<TokenLayer, ConfigError> {
         if let Some(err) = self.error {
             return Err(err);
+        }
+        #[cfg(feature = "store")]
+        if let Some(store) = self.store.take() {
+            let shape = match store.shape {
+                Some(shape) => format!("key|{shape}"),
+                None => self.source.token_shape().ok_or(ConfigError::Missing(
+                    "a store key: this token source cannot tell what shapes its tokens",
+                ))?,
+            };
+            self.config.fleet = Some(Arc::new(crate::cache::Fleet::new(
+                store.store,
+                &store.keys,
+                &shape,
+                store.lock_ttl,
+                store.timeout,
+            )));
         }
         if self.config.fetch_timeout.is_zero() {
             return Err(ConfigError::OutOfRange {

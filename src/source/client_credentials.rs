@@ -129,6 +129,23 @@ impl TokenSource for ClientCredentials {
                 .map_err(|e| e.redacted(&secrets))
         })
     }
+
+    fn token_shape(&self) -> Option<String> {
+        // The parameters in a stable order, each length-prefixed so that no
+        // two different sets read the same.
+        let mut params = self.params.clone();
+        params.sort();
+        let mut shape = String::from("client_credentials");
+        let scope = self.scope.as_deref().unwrap_or("");
+        for part in [self.url.as_str(), self.credentials.client_id(), scope] {
+            shape.push_str(&format!("|{}:{part}", part.len()));
+        }
+        shape.push_str(&format!("|auth:{:?}", self.auth));
+        for (name, value) in &params {
+            shape.push_str(&format!("|{}:{name}={}:{value}", name.len(), value.len()));
+        }
+        Some(shape)
+    }
 }
 
 /// Whether a refresh-token grant's failure calls for the client credentials

@@ -82,17 +82,34 @@ impl FetchRequest {
 pub trait TokenSource: Send + Sync + 'static {
     /// Fetches a fresh token.
     fn fetch(&self, request: FetchRequest) -> BoxFuture<'_, Result<Token, Error>>;
+
+    /// Everything that shapes this source's tokens (endpoint, client,
+    /// grant, scope, audience, resource, extra parameters), as one string:
+    /// a shared token store keys its entries by it, so two sources that
+    /// differ in any of them never share a token. `None` (the default) when
+    /// the source cannot tell; a store then needs an explicit key.
+    fn token_shape(&self) -> Option<String> {
+        None
+    }
 }
 
 impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
     fn fetch(&self, request: FetchRequest) -> BoxFuture<'_, Result<Token, Error>> {
         (**self).fetch(request)
     }
+
+    fn token_shape(&self) -> Option<String> {
+        (**self).token_shape()
+    }
 }
 
 impl<T: TokenSource + ?Sized> TokenSource for Box<T> {
     fn fetch(&self, request: FetchRequest) -> BoxFuture<'_, Result<Token, Error>> {
         (**self).fetch(request)
+    }
+
+    fn token_shape(&self) -> Option<String> {
+        (**self).token_shape()
     }
 }
 

@@ -29,12 +29,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod memory;
-// Used by the cache's fleet path, which lands next.
-#[allow(dead_code)]
 mod seal;
 
 pub use memory::MemoryStore;
-#[allow(unused_imports)]
 pub(crate) use seal::{Sealed, Sealer};
 pub use seal::{StoreKeyError, StoreKeys};
 
