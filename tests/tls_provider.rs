@@ -14,9 +14,12 @@ use tower_token::{ClientCredentials, ConfigError, RevokeService, dialect::Creden
 
 #[test]
 fn without_an_installed_provider_the_default_client_is_a_config_error() {
-    let err = ClientCredentials::builder("https://auth.example.com/oauth/token", "id", "secret")
-        .build()
-        .unwrap_err();
+    let err = ClientCredentials::builder(
+        "https://auth.example.com/oauth/token",
+        Credentials::new("id", "secret"),
+    )
+    .build()
+    .unwrap_err();
     assert!(
         matches!(err, ConfigError::HttpClient(ref m) if m.contains("CryptoProvider")),
         "{err:?}"
