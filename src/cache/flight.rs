@@ -123,14 +123,6 @@ impl Shared {
             .then_some(cached)
     }
 
-    /// Starts the background refresh of `cached` if its window has begun.
-    pub(super) fn refresh_if_due(self: &Arc<Self>, cached: &CachedToken) {
-        let now = Instant::now();
-        if cached.deadlines.refresh_due(now, self.wall()) {
-            self.refresh_ahead(cached.generation, now);
-        }
-    }
-
     fn nanos_since_epoch(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.epoch).as_nanos())
             .unwrap_or(u64::MAX)

@@ -324,14 +324,25 @@ impl TokenCache {
     /// usable. Concurrent callers share one fetch. Like a request, a call in
     /// the refresh-ahead window starts the background refresh.
     pub async fn token(&self) -> Result<AccessToken, Error> {
-        let cached = match self.shared.fresh() {
-            Some(cached) => {
-                self.shared.refresh_if_due(&cached);
-                cached
-            }
+        let cached = match self.usable() {
+            Some(cached) => cached,
             None => self.shared.acquire().await?,
         };
         Ok(cached.token.access_token().clone())
+    }
+
+    /// The current token if usable, starting the background refresh when
+    /// its window has begun; one read of each clock.
+    fn usable(&self) -> Option<Arc<CachedToken>> {
+        let cached = self.shared.current_token()?;
+        let (now, wall) = (Instant::now(), self.shared.wall());
+        if !cached.deadlines.usable(now, wall) {
+            return None;
+        }
+        if cached.deadlines.refresh_due(now, wall) {
+            self.shared.refresh_ahead(cached.generation, now);
+        }
+        Some(cached)
     }
 
     /// The current token if the cache holds a usable one: synchronous, never
@@ -360,9 +371,7 @@ impl TokenCache {
     /// # Ok(()) }
     /// ```
     pub fn current(&self) -> Option<CurrentToken> {
-        let cached = self.shared.fresh()?;
-        self.shared.refresh_if_due(&cached);
-        Some(CurrentToken { cached })
+        self.usable().map(|cached| CurrentToken { cached })
     }
 
     /// The current token, fetching one if the cache has none that is usable
