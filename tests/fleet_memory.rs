@@ -466,6 +466,12 @@ async fn refresh_ahead_is_one_refresh_per_lifetime_for_the_fleet() {
     // second at most for the whole fleet over 5 s, plus the first and one
     // refresh in flight at the end. Each replica alone fetches as many.
     let bound = 1 + 5 + 1;
-    assert!(shared <= bound, "{shared} tokens with the store, bound {bound}");
-    assert!(alone >= 2 * shared, "{alone} tokens without the store vs {shared} with it");
+    assert!(
+        shared <= bound,
+        "{shared} tokens with the store, bound {bound}"
+    );
+    assert!(
+        alone >= 2 * shared,
+        "{alone} tokens without the store vs {shared} with it"
+    );
 }
