@@ -218,6 +218,14 @@ async fn main() -> Result<(), tower_token::BoxError> {
     );
 
     println!("\n3. the server revokes the current token");
+    // Start from a token that was just fetched, so that no refresh ahead
+    // replaces it before the call below (the demo's tokens live 2 s).
+    let fetched = layer.stats().tokens_fetched;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while layer.stats().tokens_fetched == fetched && Instant::now() < deadline {
+        call(api_client.clone()).await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let current = layer.cache().token().await?;
     let mut revoke_client =
         Client::builder(TokioExecutor::new()).build_http::<http_body_util::Full<Bytes>>();
