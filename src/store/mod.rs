@@ -17,6 +17,8 @@
 //! [`TokenStore`] is the backend: a small trait (get, put-if-newer, lock,
 //! unlock, notify, wait, invalidate-if-same). [`MemoryStore`] keeps entries
 //! in memory, for tests and for several caches in one process.
+//! `RedisStore` (feature `redis`) keeps them in Redis or a Redis Cluster,
+//! shared by a fleet.
 //!
 //! A store that is slow or down never fails a request: every call has a
 //! short timeout, and a replica that cannot reach its store fetches on its
@@ -29,8 +31,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 mod seal;
 
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
 pub(crate) use seal::{Sealed, Sealer};
 pub use seal::{StoreKeyError, StoreKeys};
