@@ -215,6 +215,9 @@ impl Future for ResponseFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Sending { pending } => pending.poll(cx).map_ok(Response::from),
+            // `error` is taken only by the poll that returns it: reaching
+            // `None` means polling again after `Ready`, which the `Future`
+            // contract forbids (the standard library's futures panic too).
             StateProj::Failed { error } => Poll::Ready(Err(error
                 .take()
                 .expect("ResponseFuture polled after completion"))),
