@@ -68,7 +68,8 @@
 //! - `reqwest-middleware`: [`middleware::TokenMiddleware`].
 //! - `axum`, `tonic`: replay of those crates' request bodies after a
 //!   rejected token.
-//! - `store`: a token store shared by the replicas of a service.
+//! - `store`: a token store shared by the replicas of a service
+//!   ([`store`]); `redis`: that store on Redis or a Redis Cluster.
 //!
 //! The crate never installs a process-wide crypto provider. The README has
 //! the table of what each feature pulls in.
