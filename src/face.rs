@@ -75,8 +75,9 @@ pub(crate) fn grpc_unauthenticated(headers: &HeaderMap) -> bool {
 }
 
 /// Whether an answer says the token was rejected: 401 without
-/// `error="insufficient_scope"`, or a gRPC `UNAUTHENTICATED` in the headers.
-pub(crate) fn rejected(status: StatusCode, headers: &HeaderMap) -> bool {
+/// `error="insufficient_scope"`, or a gRPC `UNAUTHENTICATED` in the headers
+/// (gRPC is HTTP/2 only, so other answers skip that lookup).
+pub(crate) fn rejected(status: StatusCode, version: http::Version, headers: &HeaderMap) -> bool {
     if status == StatusCode::UNAUTHORIZED {
         let insufficient_scope = headers
             .get_all(http::header::WWW_AUTHENTICATE)
@@ -85,5 +86,5 @@ pub(crate) fn rejected(status: StatusCode, headers: &HeaderMap) -> bool {
             .any(|v| crate::challenge::bearer_error(v).as_deref() == Some("insufficient_scope"));
         return !insufficient_scope;
     }
-    grpc_unauthenticated(headers)
+    version == http::Version::HTTP_2 && grpc_unauthenticated(headers)
 }

@@ -165,7 +165,7 @@ impl Middleware for TokenMiddleware {
         };
         self.attach(&mut request, &token);
         let response = next.clone().run(request, extensions).await?;
-        if !rejected(response.status(), response.headers()) {
+        if !rejected(response.status(), response.version(), response.headers()) {
             cache.accepted(&token);
             return Ok(response);
         }
@@ -181,7 +181,7 @@ impl Middleware for TokenMiddleware {
             .map_err(reqwest_middleware::Error::middleware)?;
         self.attach(&mut request, &token);
         let response = next.run(request, extensions).await?;
-        if rejected(response.status(), response.headers()) {
+        if rejected(response.status(), response.version(), response.headers()) {
             // The retry's answer is final; its token goes all the same.
             cache.invalidate_if_current(&token);
         } else {

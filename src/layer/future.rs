@@ -200,7 +200,7 @@ where
                         return Poll::Ready(Ok(response.map(|body| ResponseBody::new(body, None))));
                     };
                     let shared = &face.cache.shared;
-                    if !rejected(response.status(), response.headers()) {
+                    if !rejected(response.status(), response.version(), response.headers()) {
                         shared.accepted(generation);
                         // Not rejected: a recording is released here.
                         retry.take();
