@@ -1,0 +1,806 @@
+//! The fleet path (R20, P7) with real processes and a real Redis: each
+//! replica is a child process of this test binary (the ignored test
+//! `fleet_replica`), with a `TokenLayer` sharing a `RedisStore`; the token
+//! endpoint and the API are real HTTP servers on loopback in the test
+//! process; `redis-server` is started by each test on a free port and
+//! killed when it ends. A test fails when `redis-server` (or `redis-cli`)
+//! cannot be started: install them with `apt-get install redis-server`.
+//!
+//! A replica reads commands on its stdin, one per line, and answers on its
+//! stdout with lines starting with `fleet:`:
+//!
+//! - `burst N`: N concurrent callers make one call each; `fleet: first-ok`
+//!   when the first succeeds, then `fleet: done …` with the counts;
+//! - `steady N`: N callers call in a loop until `stop`, which answers
+//!   `fleet: done …`;
+//! - `stats`: `fleet: stats …`;
+//! - end of input: the replica exits.
+//!
+//! (The same scenarios in one process over `MemoryStore` are in
+//! `tests/fleet_memory.rs`.)
+
+mod bounded;
+mod common;
+
+use bytes::Bytes;
+use common::{ApiServer, CLIENT_ID, CLIENT_SECRET, TokenServer, http_client, send};
+use http::{Request, StatusCode};
+use http_body_util::Empty;
+use std::io::Read as _;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tower::Layer;
+use tower_token::store::{RedisStore, StoreKeys, TokenStore};
+use tower_token::{ClientCredentials, Credentials, TokenLayer};
+
+/// How long a server may take to start, a cluster to form, a replica to
+/// answer a command.
+const SETTLE: Duration = Duration::from_secs(30);
+/// Each test's own limit (replica processes on a loaded 2-core machine).
+const LIMIT: Duration = Duration::from_secs(120);
+
+// ---------------------------------------------------------------------------
+// redis-server processes (as in tests/store_redis.rs)
+
+/// A temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "tower-token-fleet-{what}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A loopback port nobody listens on; for a cluster node, its bus port
+/// (+10000) too.
+fn free_port(cluster: bool) -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind a loopback port")
+            .port();
+        if !cluster {
+            return port;
+        }
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Runs `redis-cli -p port args…` and returns its output; fails the test
+/// if it cannot run.
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("redis-cli could not be started (apt-get install redis-server): {e}")
+        });
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One `redis-server` process, killed on drop.
+struct Server {
+    port: u16,
+    dir: TempDir,
+    cluster: bool,
+    child: Option<Child>,
+}
+
+impl Server {
+    fn start(cluster: bool) -> Self {
+        let mut failures = Vec::new();
+        for _ in 0..5 {
+            let mut server = Self {
+                port: free_port(cluster),
+                dir: TempDir::new("redis"),
+                cluster,
+                child: None,
+            };
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(why) => failures.push(why),
+            }
+        }
+        panic!("redis-server did not start:\n{}", failures.join("\n"));
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let dir = self.dir.0.to_string_lossy().into_owned();
+        let mut command = Command::new("redis-server");
+        command.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            &dir,
+            "--logfile",
+            "redis.log",
+        ]);
+        if self.cluster {
+            let conf = self.dir.0.join("nodes.conf");
+            command.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &conf.to_string_lossy(),
+                "--cluster-node-timeout",
+                "5000",
+            ]);
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("redis-server could not be started (apt-get install redis-server): {e}")
+            });
+        let pid = child.id();
+        self.child = Some(child);
+        let started = Instant::now();
+        while started.elapsed() < SETTLE {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                let mut stderr = String::new();
+                if let Some(mut err) = child.stderr.take() {
+                    let _ = err.read_to_string(&mut stderr);
+                }
+                let log = std::fs::read_to_string(self.dir.0.join("redis.log")).unwrap_or_default();
+                self.child = None;
+                return Err(format!(
+                    "port {}: exited with {status}: {stderr}{log}",
+                    self.port
+                ));
+            }
+            if cli(self.port, &["info", "server"]).contains(&format!("process_id:{pid}")) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.stop();
+        Err(format!("port {}: no answer within {SETTLE:?}", self.port))
+    }
+
+    /// Kills the server (as a crash would).
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port (empty: nothing persisted).
+    fn restart(&mut self) {
+        self.stop();
+        if let Err(why) = self.spawn() {
+            panic!("redis-server did not start again: {why}");
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The keys of stored tokens.
+    fn token_keys(&self) -> Vec<String> {
+        cli(self.port, &["--scan", "--pattern", "*:token"])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A Redis Cluster of three masters, no replicas.
+struct Cluster {
+    nodes: Vec<Server>,
+}
+
+impl Cluster {
+    fn start() -> Self {
+        let nodes: Vec<Server> = (0..3).map(|_| Server::start(true)).collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let mut args = vec!["--cluster", "create"];
+        args.extend(addresses.iter().map(String::as_str));
+        args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        let created = cli(nodes[0].port, &args);
+        assert!(
+            created.contains("All 16384 slots covered"),
+            "redis-cli --cluster create failed:\n{created}"
+        );
+        let started = Instant::now();
+        while !nodes
+            .iter()
+            .all(|n| cli(n.port, &["cluster", "info"]).contains("cluster_state:ok"))
+        {
+            assert!(
+                started.elapsed() < SETTLE,
+                "the cluster is not ok after {SETTLE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { nodes }
+    }
+
+    fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(Server::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The replica process
+
+const CHILD: &str = "TOWER_TOKEN_FLEET_CHILD";
+const CHILD_REDIS: &str = "TOWER_TOKEN_FLEET_REDIS";
+const CHILD_CLUSTER: &str = "TOWER_TOKEN_FLEET_CLUSTER";
+const CHILD_TOKEN_URL: &str = "TOWER_TOKEN_FLEET_TOKEN_URL";
+const CHILD_API_URL: &str = "TOWER_TOKEN_FLEET_API_URL";
+const CHILD_LOCK_TTL_MS: &str = "TOWER_TOKEN_FLEET_LOCK_TTL_MS";
+const CHILD_STORE_TIMEOUT_MS: &str = "TOWER_TOKEN_FLEET_STORE_TIMEOUT_MS";
+const CHILD_SHORT_TOKENS: &str = "TOWER_TOKEN_FLEET_SHORT_TOKENS";
+
+const KEY: [u8; 32] = [42; 32];
+
+/// Not a test of its own: the body of a replica process started by the
+/// tests below.
+#[test]
+#[ignore = "runs only as a replica process of the fleet tests"]
+fn fleet_replica() {
+    bounded::watchdog!(LIMIT);
+    if std::env::var(CHILD).is_err() {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(replica_main());
+}
+
+fn env_ms(name: &str) -> Option<Duration> {
+    let ms = std::env::var(name).ok()?;
+    Some(Duration::from_millis(ms.parse().unwrap()))
+}
+
+async fn replica_main() {
+    let var = |name| std::env::var(name).unwrap();
+    let store = match std::env::var(CHILD_CLUSTER) {
+        Ok(urls) => RedisStore::cluster(urls.split(',')).unwrap(),
+        Err(_) => RedisStore::new(var(CHILD_REDIS).as_str()).unwrap(),
+    };
+    // One call before `ready`, so that the connection is made before the
+    // test starts the clock (its result does not matter).
+    let _ = store.get("warm-up").await;
+    let source = ClientCredentials::builder(
+        var(CHILD_TOKEN_URL),
+        Credentials::new(CLIENT_ID, CLIENT_SECRET),
+    )
+    .build()
+    .unwrap();
+    let mut builder = TokenLayer::builder(source).store(store, StoreKeys::new(1, &KEY).unwrap());
+    if let Some(ttl) = env_ms(CHILD_LOCK_TTL_MS) {
+        builder = builder.store_lock_ttl(ttl);
+    }
+    if let Some(timeout) = env_ms(CHILD_STORE_TIMEOUT_MS) {
+        builder = builder.store_timeout(timeout);
+    }
+    if std::env::var(CHILD_SHORT_TOKENS).is_ok() {
+        builder = builder
+            .leeway(Duration::from_millis(500))
+            .refresh_ahead(0.25);
+    }
+    let layer = builder.build().unwrap();
+    let svc = layer.layer(http_client::<Empty<Bytes>>());
+    let api_url = var(CHILD_API_URL);
+    let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    let call = {
+        let (svc, api_url, counts) = (svc.clone(), api_url.clone(), Arc::clone(&counts));
+        move |i: usize| {
+            let (svc, counts) = (svc.clone(), Arc::clone(&counts));
+            let url = format!("{api_url}/{i}");
+            async move {
+                let req = Request::get(url).body(Empty::<Bytes>::new()).unwrap();
+                let ok = matches!(send(&svc, req).await, Ok((StatusCode::OK, _)));
+                let counter = if ok { &counts.0 } else { &counts.1 };
+                if counter.fetch_add(1, Ordering::SeqCst) == 0 && ok {
+                    println!("fleet: first-ok");
+                }
+                ok
+            }
+        }
+    };
+    let report = |what: &str| {
+        let s = layer.stats();
+        println!(
+            "fleet: {what} ok={} failed={} from_store={} won={} waited={} fallbacks={} errors={}",
+            counts.0.load(Ordering::SeqCst),
+            counts.1.load(Ordering::SeqCst),
+            s.tokens_from_store,
+            s.fleet_fetches_won,
+            s.fleet_fetches_waited,
+            s.store_fallbacks,
+            s.store_errors,
+        );
+    };
+    println!("fleet: ready");
+
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    let mut steady: Option<(Arc<AtomicBool>, Vec<tokio::task::JoinHandle<()>>)> = None;
+    while let Some(line) = stdin.next_line().await.unwrap() {
+        let mut words = line.split_whitespace();
+        let command = words.next().unwrap_or_default();
+        let n: usize = words.next().map_or(0, |n| n.parse().unwrap());
+        match command {
+            "burst" => {
+                counts.0.store(0, Ordering::SeqCst);
+                counts.1.store(0, Ordering::SeqCst);
+                let calls: Vec<_> = (0..n).map(|i| tokio::spawn(call(i))).collect();
+                for c in calls {
+                    c.await.unwrap();
+                }
+                report("done");
+            }
+            "steady" => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let callers = (0..n)
+                    .map(|i| {
+                        let (stop, call) = (Arc::clone(&stop), call.clone());
+                        tokio::spawn(async move {
+                            while !stop.load(Ordering::SeqCst) {
+                                call(i).await;
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                        })
+                    })
+                    .collect();
+                steady = Some((stop, callers));
+            }
+            "stop" => {
+                if let Some((stop, callers)) = steady.take() {
+                    stop.store(true, Ordering::SeqCst);
+                    for c in callers {
+                        c.await.unwrap();
+                    }
+                }
+                report("done");
+            }
+            "stats" => report("stats"),
+            other => panic!("unknown command {other:?}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The test side of a replica
+
+/// What a replica reported.
+#[derive(Clone, Copy, Debug, Default)]
+struct Report {
+    ok: u64,
+    failed: u64,
+    from_store: u64,
+    won: u64,
+    waited: u64,
+    fallbacks: u64,
+}
+
+impl Report {
+    fn parse(line: &str) -> Self {
+        let field = |name: &str| -> u64 {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+        };
+        Self {
+            ok: field("ok"),
+            failed: field("failed"),
+            from_store: field("from_store"),
+            won: field("won"),
+            waited: field("waited"),
+            fallbacks: field("fallbacks"),
+        }
+    }
+}
+
+/// Where the replicas of a test find their servers, and their settings.
+#[derive(Clone, Default)]
+struct Fleet {
+    env: Vec<(&'static str, String)>,
+}
+
+impl Fleet {
+    fn new(redis: &str, tokens: &TokenServer, api: &ApiServer) -> Self {
+        Self {
+            env: vec![
+                (CHILD_REDIS, redis.to_owned()),
+                (CHILD_TOKEN_URL, tokens.url()),
+                (CHILD_API_URL, api.url("/api")),
+                // Generous, so that a loaded machine does not make a
+                // replica give up on the store; the outage test keeps the
+                // default.
+                (CHILD_STORE_TIMEOUT_MS, "2000".to_owned()),
+            ],
+        }
+    }
+
+    fn with(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.env.retain(|(n, _)| *n != name);
+        self.env.push((name, value.into()));
+        self
+    }
+
+    fn without(mut self, name: &'static str) -> Self {
+        self.env.retain(|(n, _)| *n != name);
+        self
+    }
+
+    /// A replica process, once it said `ready`.
+    async fn start(&self) -> Replica {
+        let mut command = tokio::process::Command::new(std::env::current_exe().unwrap());
+        command
+            .args(["--exact", "fleet_replica", "--ignored", "--nocapture"])
+            .env(CHILD, "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        for (name, value) in &self.env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("start a replica process");
+        let stdin = child.stdin.take().unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut replica = Replica {
+            child,
+            stdin,
+            lines,
+        };
+        replica.expect("ready").await;
+        replica
+    }
+
+    async fn start_many(&self, n: usize) -> Vec<Replica> {
+        let mut replicas = Vec::new();
+        for _ in 0..n {
+            replicas.push(self.start());
+        }
+        futures_util::future::join_all(replicas).await
+    }
+}
+
+struct Replica {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Replica {
+    async fn command(&mut self, line: &str) {
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("a replica's stdin");
+        self.stdin.flush().await.unwrap();
+    }
+
+    /// The next line of the replica starting with `fleet: <what>`.
+    async fn expect(&mut self, what: &str) -> String {
+        let prefix = format!("fleet: {what}");
+        let next = async {
+            while let Some(line) = self.lines.next_line().await.unwrap() {
+                if line.starts_with(&prefix) {
+                    return line;
+                }
+            }
+            panic!("the replica exited before `{prefix}`");
+        };
+        tokio::time::timeout(SETTLE, next)
+            .await
+            .unwrap_or_else(|_| panic!("no `{prefix}` from the replica within {SETTLE:?}"))
+    }
+
+    async fn report(&mut self, what: &str) -> Report {
+        Report::parse(&self.expect(what).await)
+    }
+
+    async fn burst(&mut self, n: usize) -> Report {
+        self.command(&format!("burst {n}")).await;
+        self.report("done").await
+    }
+}
+
+/// Sends `command` to every replica at once (as near as the pipes allow).
+async fn to_all(replicas: &mut [Replica], command: &str) {
+    for r in replicas.iter_mut() {
+        r.command(command).await;
+    }
+}
+
+async fn reports(replicas: &mut [Replica], what: &str) -> Vec<Report> {
+    let mut all = Vec::new();
+    for r in replicas.iter_mut() {
+        all.push(r.report(what).await);
+    }
+    all
+}
+
+fn sum(reports: &[Report], field: impl Fn(&Report) -> u64) -> u64 {
+    reports.iter().map(field).sum()
+}
+
+// ---------------------------------------------------------------------------
+// The scenarios
+
+/// P7: 8 replica processes × 250 concurrent callers on an empty store.
+async fn eight_replicas_of_250_callers(redis: Fleet, tokens: &TokenServer, on: &str) {
+    let mut replicas = redis.start_many(8).await;
+    let started = Instant::now();
+    to_all(&mut replicas, "burst 250").await;
+    let reports = reports(&mut replicas, "done").await;
+    eprintln!(
+        "{on}: 8 × 250 calls in {:?}; {} token request(s); {reports:?}",
+        started.elapsed(),
+        tokens.hits()
+    );
+    for r in &reports {
+        assert_eq!((r.ok, r.failed), (250, 0), "{r:?}");
+    }
+    assert_eq!(tokens.hits(), 1, "one token request for the fleet");
+    assert_eq!(
+        (sum(&reports, |r| r.won), sum(&reports, |r| r.from_store)),
+        (1, 7),
+        "one replica fetched, seven took its token from the store"
+    );
+    assert_eq!(sum(&reports, |r| r.fallbacks), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_replica_processes_of_250_callers_cause_one_token_request() {
+    bounded::watchdog!(LIMIT);
+    let redis = Server::start(false);
+    let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
+    // Long enough for every replica to be asking at once.
+    tokens.set(|b| b.delay = Duration::from_millis(300));
+    eight_replicas_of_250_callers(
+        Fleet::new(&redis.url(), &tokens, &api),
+        &tokens,
+        "one Redis",
+    )
+    .await;
+    assert!(api.requests().iter().all(|r| r.token() == Some("tok-1")));
+    assert_eq!(api.count(), 2000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_eight_replica_processes_cause_one_token_request() {
+    bounded::watchdog!(LIMIT);
+    let cluster = Cluster::start();
+    let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
+    tokens.set(|b| b.delay = Duration::from_millis(300));
+    let fleet = Fleet::new("unused", &tokens, &api)
+        .without(CHILD_REDIS)
+        .with(CHILD_CLUSTER, cluster.urls());
+    eight_replicas_of_250_callers(fleet, &tokens, "a cluster").await;
+    assert!(api.requests().iter().all(|r| r.token() == Some("tok-1")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_lock_holder_is_replaced_within_the_lock_lifetime() {
+    bounded::watchdog!(LIMIT);
+    let redis = Server::start(false);
+    let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
+    let lock_ttl = Duration::from_secs(2);
+    let fleet = Fleet::new(&redis.url(), &tokens, &api)
+        .with(CHILD_LOCK_TTL_MS, lock_ttl.as_millis().to_string());
+    let (mut a, mut b) = (fleet.start().await, fleet.start().await);
+
+    // A takes the lock and asks for a token; the token endpoint holds the
+    // request, and A is killed meanwhile.
+    tokens.close_gate();
+    a.command("burst 1").await;
+    tokens.wait_hits(1).await;
+    a.child.kill().await.unwrap();
+    let killed = Instant::now();
+    tokens.open_gate();
+
+    // B's callers wait for A's lock to expire, then B fetches.
+    b.command("burst 50").await;
+    b.expect("first-ok").await;
+    let recovered = killed.elapsed();
+    let report = b.report("done").await;
+    eprintln!("B served {recovered:?} after A was killed; {report:?}");
+    assert!(
+        recovered < lock_ttl + Duration::from_secs(1),
+        "B got a token {recovered:?} after the kill (lock lifetime {lock_ttl:?})"
+    );
+    assert_eq!((report.ok, report.failed), (50, 0), "{report:?}");
+    assert_eq!(
+        (report.won, report.waited, report.fallbacks),
+        (1, 1, 0),
+        "B waited for the lock, then fetched for the fleet"
+    );
+    assert_eq!(tokens.hits(), 2);
+    assert!(
+        api.requests().iter().all(|r| r.token() == Some("tok-2")),
+        "B used the token it fetched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_is_replaced_once_for_the_fleet_of_processes() {
+    bounded::watchdog!(LIMIT);
+    let redis = Server::start(false);
+    let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
+    let mut replicas = Fleet::new(&redis.url(), &tokens, &api).start_many(4).await;
+    for r in &mut replicas {
+        let warm = r.burst(1).await;
+        assert_eq!(warm.ok, 1, "{warm:?}");
+    }
+    assert_eq!(tokens.hits(), 1);
+
+    // Revoked server-side: a burst of 401s in every replica.
+    api.reject("tok-1");
+    to_all(&mut replicas, "burst 50").await;
+    let reports = reports(&mut replicas, "done").await;
+    eprintln!("{} token request(s); {reports:?}", tokens.hits());
+    for r in &reports {
+        assert_eq!((r.ok, r.failed), (50, 0), "{r:?}");
+    }
+    assert_eq!(tokens.hits(), 2, "one new token for the whole fleet");
+    let with_tok2 = api
+        .requests()
+        .iter()
+        .filter(|r| r.token() == Some("tok-2"))
+        .count();
+    assert_eq!(with_tok2, 200, "every call of the burst went with tok-2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_fails_no_call_and_the_fleet_returns_to_the_store() {
+    bounded::watchdog!(LIMIT);
+    let mut redis = Server::start(false);
+    let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
+    // 2-second tokens, refreshed about every second: several refreshes
+    // fall inside the outage.
+    tokens.set(|b| b.expires_in = Some(serde_json::json!(2)));
+    let fleet = Fleet::new(&redis.url(), &tokens, &api)
+        .without(CHILD_STORE_TIMEOUT_MS)
+        .with(CHILD_SHORT_TOKENS, "1");
+    let mut replicas = fleet.start_many(3).await;
+    to_all(&mut replicas, "steady 20").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    redis.stop();
+    let down = tokens.hits();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = tokens.hits() - down;
+    redis.restart();
+    assert!(redis.token_keys().is_empty(), "nothing was persisted");
+    to_all(&mut replicas, "stats").await;
+    let at_restart = reports(&mut replicas, "stats").await;
+
+    // The replicas use the store again: their refreshes put tokens there,
+    // and take them from there.
+    let started = Instant::now();
+    while redis.token_keys().is_empty() {
+        assert!(
+            started.elapsed() < SETTLE,
+            "no token in Redis {SETTLE:?} after its restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let back_after = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    to_all(&mut replicas, "stop").await;
+    let at_end = reports(&mut replicas, "done").await;
+    eprintln!(
+        "{} token requests in all, {during} during the 3 s outage; \
+         a token back in Redis {back_after:?} after the restart; at the restart {at_restart:?}; \
+         at the end {at_end:?}",
+        tokens.hits(),
+    );
+    for r in &at_end {
+        assert_eq!(r.failed, 0, "{r:?}");
+        assert!(r.ok > 0, "{r:?}");
+    }
+    assert!(
+        sum(&at_restart, |r| r.fallbacks) >= 1,
+        "the replicas fetched on their own during the outage"
+    );
+    let through_store = |reports: &[Report]| sum(reports, |r| r.won + r.from_store);
+    assert!(
+        through_store(&at_end) > through_store(&at_restart),
+        "no token went through the store after the restart"
+    );
+    assert!(
+        sum(&at_end, |r| r.from_store) > sum(&at_restart, |r| r.from_store),
+        "no replica took a token from the store after the restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_raw_redis_value_holds_neither_the_token_nor_the_secret() {
+    bounded::watchdog!(LIMIT);
+    let redis = Server::start(false);
+    let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
+    tokens.set(|b| b.refresh_token = Some("rt-secret".into()));
+    let mut replica = Fleet::new(&redis.url(), &tokens, &api).start().await;
+    assert_eq!(replica.burst(1).await.ok, 1);
+    assert_eq!(api.requests()[0].token(), Some("tok-1"));
+
+    let keys = redis.token_keys();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    // The value is binary (a nonce and ciphertext): read as raw bytes.
+    let raw = cli(redis.port, &["hgetall", &keys[0]]);
+    for field in ["issued_at", "fingerprint", "value"] {
+        assert!(raw.lines().any(|l| l == field), "no {field} in {raw}");
+    }
+    assert!(raw.len() > 64, "{raw}");
+    let mut everything = raw.clone();
+    for key in cli(redis.port, &["--scan"]).lines() {
+        everything.push_str(key);
+        everything.push('\n');
+    }
+    for secret in ["tok-1", "rt-secret", CLIENT_SECRET, CLIENT_ID] {
+        assert!(
+            !everything.contains(secret),
+            "{secret} readable in Redis:\n{everything}"
+        );
+    }
+
+    // The test process, with the same key, opens it: the token is there,
+    // sealed.
+    let store = RedisStore::new(redis.url().as_str()).unwrap();
+    let layer = TokenLayer::builder(common::source(&tokens))
+        .store(store, StoreKeys::new(1, &KEY).unwrap())
+        .build()
+        .unwrap();
+    let svc = layer.layer(http_client::<Empty<Bytes>>());
+    let req = Request::get(api.url("/api/local"))
+        .body(Empty::new())
+        .unwrap();
+    assert_eq!(send(&svc, req).await.unwrap().0, StatusCode::OK);
+    assert_eq!(layer.stats().tokens_from_store, 1);
+    assert_eq!(tokens.hits(), 1);
+}
