@@ -141,8 +141,11 @@ impl Fleet {
         if remaining < 1_000 {
             return None;
         }
+        // The whole lifetime: the cache dates the token from `issued_at`, so
+        // every replica's deadlines are those of the replica that fetched it.
+        let lifetime = sealed.expires_at_ms.saturating_sub(sealed.issued_at_ms);
         let mut token =
-            Token::new(sealed.access_token).with_expires_in(Duration::from_millis(remaining));
+            Token::new(sealed.access_token).with_expires_in(Duration::from_millis(lifetime));
         if let Some(refresh) = sealed.refresh_token {
             token = token.with_refresh_token(refresh);
         }

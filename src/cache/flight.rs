@@ -487,6 +487,19 @@ impl FetchGuard {
         let started_wall = shared.wall();
         let span = tracing::debug_span!("tower_token::fetch", ?reason);
         let (fetched, stored) = shared.fetch(request).instrument(span).await;
+        // A token shared through a store is dated from when it was issued,
+        // so that its deadlines are the same in every replica.
+        let (started, started_wall) = match &stored {
+            Some(stored) => {
+                let issued = std::time::UNIX_EPOCH + Duration::from_millis(stored.issued_at_ms);
+                let age = shared.wall().duration_since(issued).unwrap_or_default();
+                (
+                    Instant::now().checked_sub(age).unwrap_or(started),
+                    issued,
+                )
+            }
+            None => (started, started_wall),
+        };
         let outcome = shared.finish(fetched, stored, started, started_wall);
         if let Some(tx) = self.tx.take() {
             let _ = tx.send(Some(outcome));
