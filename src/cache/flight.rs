@@ -493,10 +493,7 @@ impl FetchGuard {
             Some(stored) => {
                 let issued = std::time::UNIX_EPOCH + Duration::from_millis(stored.issued_at_ms);
                 let age = shared.wall().duration_since(issued).unwrap_or_default();
-                (
-                    Instant::now().checked_sub(age).unwrap_or(started),
-                    issued,
-                )
+                (Instant::now().checked_sub(age).unwrap_or(started), issued)
             }
             None => (started, started_wall),
         };
