@@ -804,3 +804,256 @@ async fn the_raw_redis_value_holds_neither_the_token_nor_the_secret() {
     assert_eq!(layer.stats().tokens_from_store, 1);
     assert_eq!(tokens.hits(), 1);
 }
+
+// ---------------------------------------------------------------------------
+// Keys, scopes, the cluster's 401 path, a slow Redis
+
+/// A layer in the test process on `redis`, with `keys`.
+fn local_layer(redis: &Server, tokens: &TokenServer, keys: StoreKeys) -> TokenLayer {
+    TokenLayer::builder(common::source(tokens))
+        .store(RedisStore::new(redis.url().as_str()).unwrap(), keys)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_out_keys_and_tampered_values_on_redis() {
+    bounded::watchdog!(LIMIT);
+    let redis = Server::start(false);
+    let tokens = TokenServer::start().await;
+    let (old, new) = (KEY, [7; 32]);
+
+    // Sealed with the old key.
+    let first = local_layer(&redis, &tokens, StoreKeys::new(1, &old).unwrap());
+    assert_eq!(first.cache().token().await.unwrap().secret(), "tok-1");
+    assert_eq!(redis.token_keys().len(), 1);
+
+    // A layer that seals with the new key and still opens with the old one
+    // takes it: no fetch.
+    let both = local_layer(
+        &redis,
+        &tokens,
+        StoreKeys::new(2, &new)
+            .unwrap()
+            .also_open_with(1, &old)
+            .unwrap(),
+    );
+    assert_eq!(both.cache().token().await.unwrap().secret(), "tok-1");
+    assert_eq!(both.stats().tokens_from_store, 1);
+    assert_eq!(tokens.hits(), 1, "the old key still opens the stored token");
+
+    // One that only knows the new key cannot open it: it fetches its own.
+    let rotated = local_layer(&redis, &tokens, StoreKeys::new(2, &new).unwrap());
+    assert_eq!(rotated.cache().token().await.unwrap().secret(), "tok-2");
+    assert_eq!(rotated.stats().tokens_from_store, 0);
+    assert_eq!(
+        tokens.hits(),
+        2,
+        "one fetch for the layer without the old key"
+    );
+
+    let keys = redis.token_keys();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let key = &keys[0];
+
+    // Tampered: garbage in place of the sealed value (the issued time and
+    // fingerprint left as they are). A new replica ignores it and fetches.
+    cli(redis.port, &["hset", key, "value", "not-a-sealed-token"]);
+    let fresh = local_layer(&redis, &tokens, StoreKeys::new(2, &new).unwrap());
+    assert_eq!(fresh.cache().token().await.unwrap().secret(), "tok-3");
+    assert_eq!(fresh.stats().tokens_from_store, 0);
+    assert_eq!(tokens.hits(), 3);
+
+    // Tampered: one byte of the sealed value flipped (what the new replica
+    // just stored, well formed but for the flip).
+    let client = ::redis::Client::open(redis.url().as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut value: Vec<u8> = ::redis::cmd("HGET")
+        .arg(key)
+        .arg("value")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(value.len() > 16, "{value:?}");
+    let last = value.len() - 1;
+    value[last] ^= 0x55;
+    let _: () = ::redis::cmd("HSET")
+        .arg(key)
+        .arg("value")
+        .arg(value)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let fresh = local_layer(&redis, &tokens, StoreKeys::new(2, &new).unwrap());
+    assert_eq!(fresh.cache().token().await.unwrap().secret(), "tok-4");
+    assert_eq!(fresh.stats().tokens_from_store, 0);
+    assert_eq!(tokens.hits(), 4);
+    eprintln!("token requests: {:?}", tokens.issued());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layers_with_different_scopes_on_one_redis_never_share_a_token() {
+    bounded::watchdog!(LIMIT);
+    let redis = Server::start(false);
+    let tokens = TokenServer::start().await;
+    let scoped = |scope: &str| {
+        let source =
+            ClientCredentials::builder(tokens.url(), Credentials::new(CLIENT_ID, CLIENT_SECRET))
+                .scope(scope)
+                .build()
+                .unwrap();
+        TokenLayer::builder(source)
+            .store(
+                RedisStore::new(redis.url().as_str()).unwrap(),
+                StoreKeys::new(1, &KEY).unwrap(),
+            )
+            .build()
+            .unwrap()
+    };
+    let (read, write) = (scoped("orders:read"), scoped("orders:write"));
+    assert_eq!(read.cache().token().await.unwrap().secret(), "tok-1");
+    assert_eq!(write.cache().token().await.unwrap().secret(), "tok-2");
+    // Two more layers of each scope take theirs from Redis.
+    let (read2, write2) = (scoped("orders:read"), scoped("orders:write"));
+    assert_eq!(write2.cache().token().await.unwrap().secret(), "tok-2");
+    assert_eq!(read2.cache().token().await.unwrap().secret(), "tok-1");
+    assert_eq!(
+        (
+            read2.stats().tokens_from_store,
+            write2.stats().tokens_from_store
+        ),
+        (1, 1)
+    );
+    // The first two still hold their own.
+    assert_eq!(read.cache().token().await.unwrap().secret(), "tok-1");
+    assert_eq!(write.cache().token().await.unwrap().secret(), "tok-2");
+    assert_eq!(tokens.hits(), 2);
+    assert_eq!(redis.token_keys().len(), 2, "one entry per scope");
+    let seen: Vec<_> = tokens
+        .requests()
+        .iter()
+        .map(|r| (r.form_values("scope").join(" "), r.issued.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("orders:read".to_owned(), Some("tok-1".to_owned())),
+            ("orders:write".to_owned(), Some("tok-2".to_owned())),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_revoked_token_is_replaced_once_for_the_fleet() {
+    bounded::watchdog!(LIMIT);
+    let cluster = Cluster::start();
+    let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
+    let fleet = Fleet::new("unused", &tokens, &api)
+        .without(CHILD_REDIS)
+        .with(CHILD_CLUSTER, cluster.urls());
+    let mut replicas = fleet.start_many(4).await;
+    for r in &mut replicas {
+        let warm = r.burst(1).await;
+        assert_eq!(warm.ok, 1, "{warm:?}");
+    }
+    assert_eq!(tokens.hits(), 1);
+
+    api.reject("tok-1");
+    to_all(&mut replicas, "burst 50").await;
+    let reports = reports(&mut replicas, "done").await;
+    eprintln!("{} token request(s); {reports:?}", tokens.hits());
+    for r in &reports {
+        assert_eq!((r.ok, r.failed), (50, 0), "{r:?}");
+    }
+    assert_eq!(tokens.hits(), 2, "one new token for the whole fleet");
+    let with_tok2 = api
+        .requests()
+        .iter()
+        .filter(|r| r.token() == Some("tok-2"))
+        .count();
+    assert_eq!(with_tok2, 200, "every call of the burst went with tok-2");
+}
+
+/// The store calls of one fetch, at most: drop the rejected token, get,
+/// lock, put, unlock, notify (a waiter's `wait` only comes after a `lock`
+/// that answered, and ends in `alone` when it fails).
+const STORE_CALLS_PER_FETCH: u32 = 6;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_redis_delays_no_call_past_the_store_timeout() {
+    bounded::watchdog!(LIMIT);
+    let redis = Server::start(false);
+    let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
+    let timeout = Duration::from_millis(200);
+
+    // The token round trip, without a store.
+    let plain = TokenLayer::builder(common::source(&tokens))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    plain.cache().token().await.unwrap();
+    let round_trip = started.elapsed();
+
+    // Four replicas, each with its own connection made, nothing cached.
+    let mut replicas = Vec::new();
+    for _ in 0..4 {
+        let store = RedisStore::new(redis.url().as_str()).unwrap();
+        assert!(store.get("warm-up").await.unwrap().is_none());
+        replicas.push(
+            TokenLayer::builder(common::source(&tokens))
+                .store(store, StoreKeys::new(1, &KEY).unwrap())
+                .store_timeout(timeout)
+                .build()
+                .unwrap(),
+        );
+    }
+
+    let paused = cli(redis.port, &["client", "pause", "3000", "all"]);
+    assert!(paused.starts_with("OK"), "{paused}");
+    let pause_started = Instant::now();
+    let mut calls = Vec::new();
+    for layer in &replicas {
+        let svc = layer.layer(http_client::<Empty<Bytes>>());
+        for i in 0..20 {
+            let (svc, url) = (svc.clone(), api.url(&format!("/api/{i}")));
+            calls.push(tokio::spawn(async move {
+                let started = Instant::now();
+                let req = Request::get(url).body(Empty::<Bytes>::new()).unwrap();
+                let status = send(&svc, req).await.map(|(s, _)| s);
+                (status.ok(), started.elapsed())
+            }));
+        }
+    }
+    let mut slowest = Duration::ZERO;
+    for call in calls {
+        let (status, took) = call.await.unwrap();
+        assert_eq!(status, Some(StatusCode::OK));
+        slowest = slowest.max(took);
+    }
+    let all_done = pause_started.elapsed();
+    let bound = timeout * STORE_CALLS_PER_FETCH + round_trip + Duration::from_secs(2);
+    let stats: Vec<_> = replicas.iter().map(TokenLayer::stats).collect();
+    eprintln!(
+        "80 calls during a 3 s pause: slowest {slowest:?} (bound {bound:?}, token round trip \
+         {round_trip:?}), all done after {all_done:?}; {} token request(s) in all; \
+         errors {:?}, fallbacks {:?}",
+        tokens.hits(),
+        stats.iter().map(|s| s.store_errors).collect::<Vec<_>>(),
+        stats.iter().map(|s| s.store_fallbacks).collect::<Vec<_>>(),
+    );
+    assert!(
+        slowest <= bound,
+        "a call took {slowest:?} (bound {bound:?})"
+    );
+    assert!(
+        all_done < Duration::from_secs(3),
+        "the calls waited for the pause to end ({all_done:?})"
+    );
+    for s in &stats {
+        assert!(s.store_errors >= 1, "{s:?}");
+        assert!(s.store_fallbacks >= 1, "{s:?}");
+        assert_eq!(s.tokens_from_store, 0, "{s:?}");
+    }
+    // One fetch per replica (plus the round-trip probe), each on its own.
+    assert_eq!(tokens.hits(), 1 + replicas.len());
+}
