@@ -211,7 +211,27 @@ impl Fleet {
                 )
                 .await
             {
-                Ok(true) => return self.fetch_for_the_fleet(shared, request).await,
+                Ok(true) => {
+                    // Read again under the lock: another replica may have
+                    // put a token between the read above and the lock.
+                    if let Ok(Some(entry)) = self
+                        .call(counters, Duration::ZERO, self.store.get(&self.key))
+                        .await
+                        && let Some((token, stored)) =
+                            self.usable(&entry, held, rejected.as_deref(), millis(shared.wall()))
+                    {
+                        let _ = self
+                            .call(
+                                counters,
+                                Duration::ZERO,
+                                self.store.unlock(&self.key, &self.owner),
+                            )
+                            .await;
+                        counters.from_store.fetch_add(1, Ordering::Relaxed);
+                        return (Ok(token), Some(stored));
+                    }
+                    return self.fetch_for_the_fleet(shared, request).await;
+                }
                 Ok(false) => {
                     if !waited {
                         waited = true;
