@@ -279,6 +279,8 @@ const CHILD_API_URL: &str = "TOWER_TOKEN_FLEET_API_URL";
 const CHILD_LOCK_TTL_MS: &str = "TOWER_TOKEN_FLEET_LOCK_TTL_MS";
 const CHILD_STORE_TIMEOUT_MS: &str = "TOWER_TOKEN_FLEET_STORE_TIMEOUT_MS";
 const CHILD_SHORT_TOKENS: &str = "TOWER_TOKEN_FLEET_SHORT_TOKENS";
+/// Set: the replica's layer has no store (each replica fetches its own).
+const CHILD_NO_STORE: &str = "TOWER_TOKEN_FLEET_NO_STORE";
 
 const KEY: [u8; 32] = [42; 32];
 
@@ -319,7 +321,10 @@ async fn replica_main() {
     )
     .build()
     .unwrap();
-    let mut builder = TokenLayer::builder(source).store(store, StoreKeys::new(1, &KEY).unwrap());
+    let mut builder = TokenLayer::builder(source);
+    if std::env::var(CHILD_NO_STORE).is_err() {
+        builder = builder.store(store, StoreKeys::new(1, &KEY).unwrap());
+    }
     if let Some(ttl) = env_ms(CHILD_LOCK_TTL_MS) {
         builder = builder.store_lock_ttl(ttl);
     }
@@ -1056,4 +1061,65 @@ async fn a_paused_redis_delays_no_call_past_the_store_timeout() {
     }
     // One fetch per replica (plus the round-trip probe), each on its own.
     assert_eq!(tokens.hits(), 1 + replicas.len());
+}
+
+/// 8 replica processes × 4 callers, steady for `RUN`, with 2 s tokens.
+async fn steady_fleet(fleet: &Fleet, tokens: &TokenServer) -> (usize, Vec<Report>) {
+    const RUN: Duration = Duration::from_secs(10);
+    let mut replicas = fleet.start_many(8).await;
+    let before = tokens.hits();
+    to_all(&mut replicas, "steady 4").await;
+    tokio::time::sleep(RUN).await;
+    to_all(&mut replicas, "stop").await;
+    let reports = reports(&mut replicas, "done").await;
+    (tokens.hits() - before, reports)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_steady_replicas_share_one_refresh_per_lifetime() {
+    bounded::watchdog!(LIMIT);
+    let redis = Server::start(false);
+    let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
+    tokens.set(|b| b.expires_in = Some(serde_json::json!(2)));
+    let fleet = Fleet::new(&redis.url(), &tokens, &api).with(CHILD_SHORT_TOKENS, "1");
+    let started = Instant::now();
+    let (shared, with_store) = steady_fleet(&fleet, &tokens).await;
+    let alone_fleet = fleet
+        .without(CHILD_STORE_TIMEOUT_MS)
+        .with(CHILD_NO_STORE, "1");
+    let (alone, without_store) = steady_fleet(&alone_fleet, &tokens).await;
+    eprintln!(
+        "8 replicas × 10 s in {:?}: {shared} token(s) with the store, {alone} without; \
+         with {with_store:?}; without {without_store:?}",
+        started.elapsed()
+    );
+    for r in with_store.iter().chain(&without_store) {
+        assert_eq!(r.failed, 0, "{r:?}");
+        assert!(r.ok > 0, "{r:?}");
+    }
+    // A 2 s token with a 0.5 s leeway is usable 1.5 s, and its refresh
+    // starts a quarter of its lifetime (0.5 s) before that: a new token
+    // every second at most for the whole fleet over 10 s, plus the first
+    // and one refresh in flight at the end: 12. Measured 11 to 13, every
+    // one of them fetched under the lock (no fallback): a replica whose
+    // `get` came just before the winner's `put` and whose `lock` just
+    // after its `unlock` fetches again (the fetch path does not read the
+    // store again once it holds the lock), which 8 processes on 2 cores
+    // make happen about once a run; 2 more are allowed for that.
+    let bound = 10 + 2 + 2;
+    assert!(
+        shared <= bound,
+        "{shared} tokens with the store, bound {bound}"
+    );
+    assert_eq!(
+        sum(&with_store, |r| r.won),
+        u64::try_from(shared).unwrap(),
+        "every token of the fleet with the store was fetched under the lock"
+    );
+    assert_eq!(sum(&with_store, |r| r.fallbacks), 0);
+    assert!(
+        alone >= 5 * shared,
+        "{alone} tokens without the store vs {shared} with it"
+    );
+    assert_eq!(sum(&without_store, |r| r.from_store + r.won), 0);
 }

@@ -128,6 +128,7 @@ impl Fleet {
         held: Option<u64>,
         rejected: Option<&str>,
         now_ms: u64,
+        leeway: Duration,
     ) -> Option<(Token, Stored)> {
         if rejected == Some(entry.fingerprint.as_str()) {
             return None;
@@ -136,16 +137,19 @@ impl Fleet {
             return None;
         }
         let sealed = self.sealer.open(&self.key, entry)?;
-        let remaining = sealed.expires_at_ms.checked_sub(now_ms)?;
-        // Less than a second left: not worth taking.
-        if remaining < 1_000 {
+        // Usable by this cache's own rule: before its expiry less the
+        // leeway, capped at half its lifetime (as `admit` computes it).
+        let lifetime_ms = sealed.expires_at_ms.saturating_sub(sealed.issued_at_ms);
+        let leeway_ms = u64::try_from(leeway.as_millis())
+            .unwrap_or(u64::MAX)
+            .min(lifetime_ms / 2);
+        if now_ms >= sealed.expires_at_ms.saturating_sub(leeway_ms) {
             return None;
         }
         // The whole lifetime: the cache dates the token from `issued_at`, so
         // every replica's deadlines are those of the replica that fetched it.
-        let lifetime = sealed.expires_at_ms.saturating_sub(sealed.issued_at_ms);
         let mut token =
-            Token::new(sealed.access_token).with_expires_in(Duration::from_millis(lifetime));
+            Token::new(sealed.access_token).with_expires_in(Duration::from_millis(lifetime_ms));
         if let Some(refresh) = sealed.refresh_token {
             token = token.with_refresh_token(refresh);
         }
@@ -192,9 +196,13 @@ impl Fleet {
                 .await
             {
                 Ok(Some(entry)) => {
-                    if let Some((token, stored)) =
-                        self.usable(&entry, held, rejected.as_deref(), now_ms)
-                    {
+                    if let Some((token, stored)) = self.usable(
+                        &entry,
+                        held,
+                        rejected.as_deref(),
+                        now_ms,
+                        shared.config.leeway,
+                    ) {
                         counters.from_store.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!("token taken from the store");
                         return (Ok(token), Some(stored));
@@ -217,8 +225,13 @@ impl Fleet {
                     if let Ok(Some(entry)) = self
                         .call(counters, Duration::ZERO, self.store.get(&self.key))
                         .await
-                        && let Some((token, stored)) =
-                            self.usable(&entry, held, rejected.as_deref(), millis(shared.wall()))
+                        && let Some((token, stored)) = self.usable(
+                            &entry,
+                            held,
+                            rejected.as_deref(),
+                            millis(shared.wall()),
+                            shared.config.leeway,
+                        )
                     {
                         let _ = self
                             .call(
