@@ -318,6 +318,19 @@ async fn a_broken_or_silent_store_never_fails_a_request() {
     let stats = layer.stats();
     assert_eq!(stats.store_fallbacks, 1);
     assert!(stats.store_errors >= 1);
+    // The store is left alone for a while after it failed: the next
+    // fetches go straight to the token endpoint, with no store call.
+    let calls = broken.calls.load(Ordering::SeqCst);
+    for _ in 0..3 {
+        layer.cache().invalidate();
+        layer.cache().token().await.unwrap();
+    }
+    assert_eq!(
+        broken.calls.load(Ordering::SeqCst),
+        calls,
+        "no store call while it rests"
+    );
+    assert_eq!(layer.stats().store_fallbacks, 4);
 
     // A store that never answers: each call waits the store timeout only.
     let layer = TokenLayer::builder(source(&tokens))
@@ -326,7 +339,7 @@ async fn a_broken_or_silent_store_never_fails_a_request() {
         .build()
         .unwrap();
     let started = std::time::Instant::now();
-    assert_eq!(layer.cache().token().await.unwrap().secret(), "tok-2");
+    assert_eq!(layer.cache().token().await.unwrap().secret(), "tok-5");
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(layer.stats().store_fallbacks, 1);
 }

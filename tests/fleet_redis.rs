@@ -677,14 +677,14 @@ async fn a_revoked_token_is_replaced_once_for_the_fleet_of_processes() {
     bounded::watchdog!(LIMIT);
     let redis = Server::start(false);
     let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
-    let mut replicas = Fleet::new(&redis.url(), &tokens, &api).start_many(4).await;
+    let mut replicas = Fleet::new(&redis.url(), &tokens, &api).start_many(8).await;
     for r in &mut replicas {
         let warm = r.burst(1).await;
         assert_eq!(warm.ok, 1, "{warm:?}");
     }
     assert_eq!(tokens.hits(), 1);
 
-    // Revoked server-side: a burst of 401s in every replica.
+    // Revoked server-side: a burst of 401s in all 8 replicas.
     api.reject("tok-1");
     to_all(&mut replicas, "burst 50").await;
     let reports = reports(&mut replicas, "done").await;
@@ -698,7 +698,7 @@ async fn a_revoked_token_is_replaced_once_for_the_fleet_of_processes() {
         .iter()
         .filter(|r| r.token() == Some("tok-2"))
         .count();
-    assert_eq!(with_tok2, 200, "every call of the burst went with tok-2");
+    assert_eq!(with_tok2, 400, "every call of the burst went with tok-2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,8 +26,8 @@ use crate::store::{Sealed, Sealer, StoreError, StoreKeys, TokenStore};
 use crate::token::Token;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How often a waiting replica reads the store again when no notification
@@ -44,7 +44,15 @@ pub(crate) struct Fleet {
     owner: String,
     lock_ttl: Duration,
     timeout: Duration,
+    /// Store failures in a row, and until when the store is left alone.
+    trouble: Mutex<(u32, Option<Instant>)>,
 }
+
+/// After a store failure, fetches skip the store for this long, doubling
+/// up to [`STORE_BACKOFF_MAX`]: an outage costs one store timeout now and
+/// then, not one per fetch.
+const STORE_BACKOFF: Duration = Duration::from_millis(500);
+const STORE_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 impl fmt::Debug for Fleet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -97,7 +105,19 @@ impl Fleet {
             owner: owner(),
             lock_ttl,
             timeout,
+            trouble: Mutex::new((0, None)),
         }
+    }
+
+    fn trouble(&self) -> std::sync::MutexGuard<'_, (u32, Option<Instant>)> {
+        self.trouble
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the store is being left alone after failures.
+    fn resting(&self) -> bool {
+        self.trouble().1.is_some_and(|until| Instant::now() < until)
     }
 
     /// One store call, bounded by the store timeout (plus `extra`).
@@ -112,9 +132,27 @@ impl Fleet {
             Ok(result) => result,
             Err(_) => Err(StoreError::Timeout(limit)),
         };
-        if let Err(e) = &result {
-            counters.store_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "token store call failed");
+        match &result {
+            Err(e) => {
+                counters.store_errors.fetch_add(1, Ordering::Relaxed);
+                let mut trouble = self.trouble();
+                trouble.0 = trouble.0.saturating_add(1);
+                let delay = crate::cache::Backoff::new(STORE_BACKOFF, STORE_BACKOFF_MAX)
+                    .delay(trouble.0, None);
+                trouble.1 = Instant::now().checked_add(delay);
+                tracing::warn!(
+                    error = %e,
+                    retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    "token store call failed; fetching without it for a while"
+                );
+            }
+            Ok(_) => {
+                let mut trouble = self.trouble();
+                if trouble.0 != 0 {
+                    *trouble = (0, None);
+                    tracing::info!("token store answers again");
+                }
+            }
         }
         result
     }
@@ -184,6 +222,9 @@ impl Fleet {
         rejected: Option<String>,
     ) -> (Result<Token, Error>, Option<Stored>) {
         let counters = &shared.counters;
+        if self.resting() {
+            return self.alone(shared, request).await;
+        }
         if let Some(fingerprint) = &rejected {
             self.remove(counters, fingerprint).await;
         }
