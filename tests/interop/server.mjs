@@ -9,7 +9,8 @@
 // line goes to stdout:
 //
 //   {"issuer":"http://127.0.0.1:P1","resource":"http://127.0.0.1:P2/api",
-//    "stats":"http://127.0.0.1:P2/stats","introspection_endpoint":"…",
+//    "stats":"http://127.0.0.1:P2/stats","control":"http://127.0.0.1:P2/control",
+//    "introspection_endpoint":"…",
 //    "clients":{"basic":{"id":"…","secret":"…"},…}}
 //
 // Nothing else is written to stdout (oidc-provider's warnings go to stderr).
@@ -29,12 +30,31 @@
 //                   (plain `Bearer realm=…` when no token was sent).
 //   GET /stats      the counters below, as JSON.
 //
+//   POST /control   switches, as a JSON object (any subset; the answer is
+//                   the switches as they are): `as_nonce` (the token endpoint
+//                   demands a DPoP nonce), `rs_nonce` (the API demands one),
+//                   `rotate_rs_nonce` (the API's nonce changes now).
+//
+// DPoP (RFC 9449): the `dpop` client is registered with
+// `dpop_bound_access_tokens`, so its tokens are bound to the key of the
+// proof its token request carried (`token_type: DPoP`, `cnf.jkt` at
+// introspection). The provider has a nonce secret, so it hands out
+// `DPoP-Nonce` values, and demands them while `as_nonce` is on. The API
+// takes `Authorization: DPoP <token>` with a `DPoP` proof and checks, on
+// every request, with `jose`: the signature by the proof's own `jwk`, `typ`,
+// `htm`, `htu` (query and fragment ignored), `iat` within 60 s, a `jti` never
+// seen before, `ath`, the nonce while `rs_nonce` is on, and that the proof's
+// key is the one the token is bound to (`cnf.jkt` from introspection). A
+// bound token sent as `Bearer` is refused.
+//
 // Counters: tokens issued per client (with the time of each issue and the
 // client authentication the token request used), token requests rejected per
 // error code, revocation requests, tokens revoked per client, introspection
-// requests, and resource hits by outcome.
+// requests, resource hits by outcome, and for DPoP: requests accepted,
+// distinct `jti`s, nonce challenges, proofs refused by reason, `htu`s that
+// carried a query or fragment, and the last `htu`.
 
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import process from 'node:process';
 
@@ -66,6 +86,13 @@ const CLIENTS = {
     id: 'short-lived',
     secret: 'short-secret-44d0',
     method: 'client_secret_basic',
+  },
+  // Tokens bound to the key of a DPoP proof (RFC 9449).
+  dpop: {
+    id: 'dpop-client',
+    secret: 'dpop-secret-5b9e',
+    method: 'client_secret_basic',
+    dpop: true,
   },
   // The protected API's own client, for introspection.
   resource_server: {
@@ -131,6 +158,14 @@ if (watchStdin) {
 // Loaded after the handlers above are in place: the import is most of the
 // start-up time.
 const { default: Provider, errors } = await import('oidc-provider');
+const { calculateJwkThumbprint, EmbeddedJWK, jwtVerify } = await import('jose');
+
+// The switches of POST /control.
+const control = {
+  as_nonce: false,
+  rs_nonce: false,
+  rs_nonce_value: randomBytes(16).toString('base64url'),
+};
 
 // ---------------------------------------------------------------------------
 // Counters
@@ -147,6 +182,19 @@ const stats = {
   tokens_revoked: {},
   introspection_requests: 0,
   resource: { hits: 0, ok: 0, unauthorized: 0, no_token: 0 },
+  dpop: {
+    // requests whose proof and token were accepted
+    ok: 0,
+    // distinct `jti`s seen in proofs (each accepted request has one)
+    jtis: 0,
+    // 401 `use_dpop_nonce` answers of the API
+    nonce_challenges: 0,
+    // reason -> n, for proofs or bound tokens the API refused
+    rejected: {},
+    // proofs whose `htu` had a query or a fragment
+    htu_with_query: 0,
+    last_htu: null,
+  },
 };
 
 function bump(map, key, by = 1) {
@@ -286,6 +334,7 @@ const provider = new Provider(ISSUER, {
     response_types: [],
     redirect_uris: [],
     scope: SCOPES.join(' '),
+    ...(c.dpop ? { dpop_bound_access_tokens: true } : {}),
   })),
   cookies: { keys: [randomBytes(32).toString('base64url')] },
   jwks: { keys: [{ ...privateKey.export({ format: 'jwk' }), kid: 'interop', use: 'sig', alg: 'RS256' }] },
@@ -295,6 +344,11 @@ const provider = new Provider(ISSUER, {
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
     revocation: { enabled: true },
+    dPoP: {
+      enabled: true,
+      nonceSecret: randomBytes(32),
+      requireNonce: () => control.as_nonce,
+    },
     resourceIndicators: {
       enabled: true,
       defaultResource: () => RESOURCE,
@@ -409,11 +463,122 @@ function sendJson(res, status, body, headers = {}) {
   res.end(text);
 }
 
+// The `jti`s of accepted proofs, with when they were seen (ms); forgotten
+// after two minutes, by which time `iat` alone refuses the proof.
+const seenJtis = new Map();
+const IAT_WINDOW = 60;
+setInterval(() => {
+  const old = Date.now() - 120_000;
+  for (const [jti, at] of seenJtis) if (at < old) seenJtis.delete(jti);
+}, 10_000).unref();
+
+function ath(token) {
+  return createHash('sha256').update(token).digest('base64url');
+}
+
+// A request with `Authorization: DPoP <token>` (RFC 9449 §7).
+async function handleDpop(req, res, token) {
+  const refuse = (reason, error = 'invalid_dpop_proof') => {
+    bump(stats.dpop.rejected, reason);
+    stats.resource.unauthorized += 1;
+    sendJson(res, 401, { error, reason }, {
+      'www-authenticate': `DPoP error="${error}", error_description="${reason}", algs="ES256 EdDSA"`,
+    });
+  };
+  const proof = req.headers.dpop;
+  if (typeof proof !== 'string' || proof.includes(',')) {
+    refuse('no proof, or more than one');
+    return;
+  }
+  let payload;
+  let protectedHeader;
+  try {
+    ({ payload, protectedHeader } = await jwtVerify(proof, EmbeddedJWK, {
+      typ: 'dpop+jwt',
+      algorithms: ['ES256', 'EdDSA', 'Ed25519'],
+    }));
+  } catch (err) {
+    refuse(`proof not verified (${err.code ?? err.message})`);
+    return;
+  }
+  if (payload.htm !== req.method) {
+    refuse('htm');
+    return;
+  }
+  if (typeof payload.htu === 'string') {
+    stats.dpop.last_htu = payload.htu;
+    if (/[?#]/.test(payload.htu)) stats.dpop.htu_with_query += 1;
+  }
+  const htu = typeof payload.htu === 'string' ? URL.parse(payload.htu) : null;
+  if (htu) {
+    htu.search = '';
+    htu.hash = '';
+  }
+  if (htu?.href !== RESOURCE) {
+    refuse('htu');
+    return;
+  }
+  if (typeof payload.iat !== 'number' || Math.abs(Date.now() / 1000 - payload.iat) > IAT_WINDOW) {
+    refuse('iat');
+    return;
+  }
+  if (typeof payload.jti !== 'string' || payload.jti.length === 0) {
+    refuse('jti missing');
+    return;
+  }
+  if (seenJtis.has(payload.jti)) {
+    refuse('jti replayed');
+    return;
+  }
+  seenJtis.set(payload.jti, Date.now());
+  stats.dpop.jtis += 1;
+  if (payload.ath !== ath(token)) {
+    refuse('ath');
+    return;
+  }
+  if (control.rs_nonce && payload.nonce !== control.rs_nonce_value) {
+    stats.dpop.nonce_challenges += 1;
+    stats.resource.unauthorized += 1;
+    sendJson(res, 401, { error: 'use_dpop_nonce' }, {
+      'www-authenticate': 'DPoP error="use_dpop_nonce", error_description="Resource server requires nonce in DPoP proof"',
+      'dpop-nonce': control.rs_nonce_value,
+    });
+    return;
+  }
+  const info = await introspect(token);
+  if (info.active !== true || !audienceMatches(info.aud)) {
+    refuse('the access token is not active', 'invalid_token');
+    return;
+  }
+  if (info.cnf?.jkt !== await calculateJwkThumbprint(protectedHeader.jwk)) {
+    refuse('the proof key is not the key the token is bound to', 'invalid_token');
+    return;
+  }
+  stats.resource.ok += 1;
+  stats.dpop.ok += 1;
+  const headers = control.rs_nonce ? { 'dpop-nonce': control.rs_nonce_value } : {};
+  sendJson(res, 200, { client_id: info.client_id, scope: info.scope ?? null, jkt: info.cnf.jkt }, headers);
+}
+
 async function handleResource(req, res) {
   const { pathname } = new URL(req.url, `http://${HOST}`);
-  // Drain any request body.
-  for await (const _chunk of req);
+  const chunks = [];
+  for await (const chunk of req) chunks.push(chunk);
 
+  if (pathname === '/control' && req.method === 'POST') {
+    let body;
+    try {
+      body = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}');
+    } catch {
+      sendJson(res, 400, { error: 'not JSON' });
+      return;
+    }
+    if (typeof body.as_nonce === 'boolean') control.as_nonce = body.as_nonce;
+    if (typeof body.rs_nonce === 'boolean') control.rs_nonce = body.rs_nonce;
+    if (body.rotate_rs_nonce === true) control.rs_nonce_value = randomBytes(16).toString('base64url');
+    sendJson(res, 200, control);
+    return;
+  }
   if (pathname === '/stats' && req.method === 'GET') {
     sendJson(res, 200, { ...stats, uptime_ms: Date.now() - started, now_ms: Date.now() });
     return;
@@ -424,6 +589,11 @@ async function handleResource(req, res) {
   }
 
   stats.resource.hits += 1;
+  const dpop = /^DPoP ([\x21-\x7e]+)$/i.exec(req.headers.authorization ?? '');
+  if (dpop) {
+    await handleDpop(req, res, dpop[1]);
+    return;
+  }
   const match = /^Bearer ([\x21-\x7e]+)$/i.exec(req.headers.authorization ?? '');
   if (!match) {
     stats.resource.no_token += 1;
@@ -431,6 +601,15 @@ async function handleResource(req, res) {
     return;
   }
   const info = await introspect(match[1]);
+  if (info.cnf?.jkt !== undefined) {
+    // RFC 9449 §7.2: a DPoP-bound token is no bearer token.
+    bump(stats.dpop.rejected, 'bound token sent as Bearer');
+    stats.resource.unauthorized += 1;
+    sendJson(res, 401, { error: 'invalid_token' }, {
+      'www-authenticate': 'Bearer realm="interop", error="invalid_token", error_description="a DPoP-bound token needs a DPoP proof"',
+    });
+    return;
+  }
   if (info.active !== true || !audienceMatches(info.aud)) {
     stats.resource.unauthorized += 1;
     sendJson(res, 401, { error: 'invalid_token' }, {
@@ -450,6 +629,7 @@ process.stdout.write(`${JSON.stringify({
   issuer: ISSUER,
   resource: RESOURCE,
   stats: `http://${HOST}:${p2}/stats`,
+  control: `http://${HOST}:${p2}/control`,
   introspection_endpoint: INTROSPECTION,
   clients: Object.fromEntries(Object.entries(CLIENTS).map(([k, c]) => [k, { id: c.id, secret: c.secret }])),
 })}\n`);
