@@ -131,6 +131,9 @@ pub mod endpoint;
 pub mod error;
 mod face;
 pub mod http_client;
+#[cfg(feature = "jose")]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "aws-lc-rs", feature = "ring"))))]
+pub mod jose;
 pub mod layer;
 #[cfg(feature = "reqwest-middleware")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
