@@ -1,7 +1,9 @@
 //! Reading a `WWW-Authenticate` header (RFC 9110 §11.6.1, RFC 6750 §3).
 //!
 //! Only what decides whether a 401 means "this token is no good":
-//! the `error` parameter of the `Bearer` challenge.
+//! the `error` parameter of the `Bearer` challenge, or of the `DPoP`
+//! challenge (RFC 9449 §7.1), where `use_dpop_nonce` asks for a proof with
+//! the nonce the answer carries rather than for a new token.
 //!
 //! # Example
 //!
@@ -11,17 +13,34 @@
 //! let h = r#"Basic realm="x", Bearer realm="api", error="insufficient_scope", scope="a b""#;
 //! assert_eq!(bearer_error(h).as_deref(), Some("insufficient_scope"));
 //! assert_eq!(bearer_error("Bearer"), None);
+//!
+//! use tower_token::challenge::dpop_error;
+//! let h = r#"DPoP error="use_dpop_nonce", error_description="Resource server requires nonce in DPoP proof""#;
+//! assert_eq!(dpop_error(h).as_deref(), Some("use_dpop_nonce"));
+//! assert_eq!(bearer_error(h), None);
 //! ```
 
 /// The `error` parameter of the first `Bearer` challenge in a
 /// `WWW-Authenticate` value, if there is one. Never panics, whatever the
 /// input.
 pub fn bearer_error(header: &str) -> Option<String> {
+    challenge_error(header, "bearer")
+}
+
+/// The `error` parameter of the first `DPoP` challenge in a
+/// `WWW-Authenticate` value (RFC 9449 §7.1), if there is one. Never
+/// panics, whatever the input.
+pub fn dpop_error(header: &str) -> Option<String> {
+    challenge_error(header, "dpop")
+}
+
+/// The `error` parameter of the first challenge of `scheme` (lower case).
+fn challenge_error(header: &str, scheme: &str) -> Option<String> {
     let mut p = Parser {
         s: header.as_bytes(),
         i: 0,
     };
-    let mut in_bearer = false;
+    let mut in_scheme = false;
     loop {
         p.skip(b" \t,");
         let b = p.peek()?;
@@ -46,12 +65,12 @@ pub fn bearer_error(header: &str) -> Option<String> {
             } else {
                 p.token()
             };
-            if in_bearer && name.eq_ignore_ascii_case("error") {
+            if in_scheme && name.eq_ignore_ascii_case("error") {
                 return Some(value);
             }
         } else {
             // A challenge's scheme.
-            in_bearer = name.eq_ignore_ascii_case("bearer");
+            in_scheme = name.eq_ignore_ascii_case(scheme);
         }
     }
 }
@@ -131,6 +150,29 @@ mod tests {
         ];
         for (header, expected) in cases {
             assert_eq!(bearer_error(header).as_deref(), expected, "{header}");
+        }
+    }
+
+    #[test]
+    fn finds_the_dpop_error_apart_from_the_bearer_one() {
+        let cases = [
+            (
+                r#"DPoP error="use_dpop_nonce", error_description="nonce please""#,
+                Some("use_dpop_nonce"),
+                None,
+            ),
+            (
+                r#"Bearer error="invalid_token", DPoP algs="ES256", error=use_dpop_nonce"#,
+                Some("use_dpop_nonce"),
+                Some("invalid_token"),
+            ),
+            (r#"DPoP algs="ES256 EdDSA""#, None, None),
+            (r#"dpop ERROR="invalid_token""#, Some("invalid_token"), None),
+            (r#"DPoPX error="x""#, None, None),
+        ];
+        for (header, dpop, bearer) in cases {
+            assert_eq!(dpop_error(header).as_deref(), dpop, "{header}");
+            assert_eq!(bearer_error(header).as_deref(), bearer, "{header}");
         }
     }
 }

@@ -187,6 +187,10 @@ pub enum InvalidResponse {
     /// A metadata document names another issuer than the one asked for
     /// (RFC 8414 §3.3).
     IssuerMismatch,
+    /// The server answered a DPoP token request with a token that is not
+    /// DPoP-bound (`token_type` `Bearer`), and the downgrade is not allowed
+    /// (see [`Dpop::allow_bearer_downgrade`](crate::dpop::Dpop::allow_bearer_downgrade)).
+    DpopDowngrade,
 }
 
 /// What is wrong with an `expires_in` value.
@@ -225,6 +229,9 @@ impl fmt::Display for InvalidResponse {
             Self::InvalidField(name) => write!(f, "`{name}` has the wrong type"),
             Self::MissingField(name) => write!(f, "`{name}` is missing"),
             Self::IssuerMismatch => f.write_str("`issuer` is not the issuer asked for"),
+            Self::DpopDowngrade => f.write_str(
+                "`token_type` is `Bearer` in answer to a DPoP token request: the token is not bound to the key",
+            ),
         }
     }
 }
@@ -353,6 +360,11 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// No DPoP proof could be made for an API request (see
+    /// [`crate::dpop`]); the request was not sent.
+    #[cfg(feature = "jose")]
+    #[error(transparent)]
+    Dpop(#[from] crate::dpop::DpopError),
 }
 
 fn describe(description: &Option<String>) -> String {
@@ -423,6 +435,8 @@ impl Error {
             | Error::BodyTooLarge { .. }
             | Error::InvalidResponse { .. }
             | Error::Request { .. } => false,
+            #[cfg(feature = "jose")]
+            Error::Dpop(_) => false,
         }
     }
 

@@ -22,6 +22,9 @@ pub(crate) struct Settings {
     pub(crate) origins: Option<Vec<Origin>>,
     pub(crate) retry_unauthorized: bool,
     pub(crate) replay_limit: usize,
+    /// The DPoP key: DPoP-bound tokens go with a proof per request.
+    #[cfg(feature = "jose")]
+    pub(crate) dpop: Option<crate::dpop::Dpop>,
 }
 
 impl Default for Settings {
@@ -32,6 +35,8 @@ impl Default for Settings {
             origins: None,
             retry_unauthorized: true,
             replay_limit: 64 * 1024,
+            #[cfg(feature = "jose")]
+            dpop: None,
         }
     }
 }
@@ -75,16 +80,37 @@ pub(crate) fn grpc_unauthenticated(headers: &HeaderMap) -> bool {
 }
 
 /// Whether an answer says the token was rejected: 401 without
-/// `error="insufficient_scope"`, or a gRPC `UNAUTHENTICATED` in the headers
-/// (gRPC is HTTP/2 only, so other answers skip that lookup).
+/// `error="insufficient_scope"` (in a `Bearer` or a `DPoP` challenge) and
+/// without a DPoP `error="use_dpop_nonce"` (see [`nonce_challenge`]), or a
+/// gRPC `UNAUTHENTICATED` in the headers (gRPC is HTTP/2 only, so other
+/// answers skip that lookup).
 pub(crate) fn rejected(status: StatusCode, version: http::Version, headers: &HeaderMap) -> bool {
     if status == StatusCode::UNAUTHORIZED {
-        let insufficient_scope = headers
+        let not_the_token = headers
             .get_all(http::header::WWW_AUTHENTICATE)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| crate::challenge::bearer_error(v).as_deref() == Some("insufficient_scope"));
-        return !insufficient_scope;
+            .any(|v| {
+                crate::challenge::bearer_error(v).as_deref() == Some("insufficient_scope")
+                    || matches!(
+                        crate::challenge::dpop_error(v).as_deref(),
+                        Some("insufficient_scope" | "use_dpop_nonce")
+                    )
+            });
+        return !not_the_token;
     }
     version == http::Version::HTTP_2 && grpc_unauthenticated(headers)
+}
+
+/// Whether an answer is a resource server's demand for a DPoP nonce
+/// (RFC 9449 §9): 401 with `WWW-Authenticate: DPoP error="use_dpop_nonce"`.
+/// The token is fine; the request goes again with a proof carrying the
+/// nonce of the answer's `DPoP-Nonce`.
+pub(crate) fn nonce_challenge(status: StatusCode, headers: &HeaderMap) -> bool {
+    status == StatusCode::UNAUTHORIZED
+        && headers
+            .get_all(http::header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| crate::challenge::dpop_error(v).as_deref() == Some("use_dpop_nonce"))
 }

@@ -127,6 +127,9 @@ pub mod cache;
 pub mod challenge;
 pub mod dialect;
 pub mod discovery;
+#[cfg(feature = "jose")]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "aws-lc-rs", feature = "ring"))))]
+pub mod dpop;
 pub mod endpoint;
 pub mod error;
 mod face;

@@ -22,6 +22,24 @@ impl Origin {
         })
     }
 
+    /// The origin of `uri`, if it has a scheme, a host and a port (stated
+    /// or the scheme's default).
+    #[cfg(feature = "jose")]
+    pub(crate) fn of(uri: &Uri) -> Option<Self> {
+        let (scheme, host) = (uri.scheme_str()?, uri.host()?);
+        let scheme = scheme.to_ascii_lowercase();
+        let port = uri.port_u16().or(match scheme.as_str() {
+            "http" => Some(80),
+            "https" => Some(443),
+            _ => None,
+        })?;
+        Some(Self {
+            scheme,
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
     /// Whether `url` is of this origin.
     #[cfg(feature = "reqwest-middleware")]
     pub(crate) fn matches_url(&self, url: &url::Url) -> bool {

@@ -28,6 +28,7 @@ pub struct Token {
     expires_in: Option<Duration>,
     refresh_token: Option<RefreshToken>,
     scope: Option<String>,
+    dpop: bool,
 }
 
 impl Token {
@@ -39,6 +40,7 @@ impl Token {
             expires_in: None,
             refresh_token: None,
             scope: None,
+            dpop: false,
         }
     }
 
@@ -58,6 +60,21 @@ impl Token {
     pub fn with_scope(mut self, scope: impl Into<String>) -> Self {
         self.scope = Some(scope.into());
         self
+    }
+
+    /// Marks the token as DPoP-bound (`token_type` `DPoP`, RFC 9449 §5):
+    /// it is sent as `Authorization: DPoP <token>` with a proof (see
+    /// [`crate::dpop`]). A source of your own marks the tokens it got with
+    /// a DPoP proof; a DPoP-bound token in a cache without a DPoP key, or a
+    /// bearer token in a cache with one, is refused.
+    pub fn with_dpop(mut self, bound: bool) -> Self {
+        self.dpop = bound;
+        self
+    }
+
+    /// Whether the token is DPoP-bound (`token_type` `DPoP`).
+    pub fn is_dpop(&self) -> bool {
+        self.dpop
     }
 
     /// The access token.

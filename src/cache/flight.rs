@@ -105,6 +105,7 @@ impl Shared {
         self.current.load().as_ref().map(|t| Snapshot {
             generation: t.generation,
             header: t.header.clone(),
+            ath: t.ath.clone(),
             deadlines: t.deadlines,
         })
     }
@@ -295,6 +296,10 @@ impl Shared {
         self.fetching.store(true, Ordering::Release);
         let mut request = FetchRequest::new(reason);
         request.refresh_token = flight.refresh_token.clone();
+        #[cfg(feature = "jose")]
+        {
+            request.dpop = self.config.dpop.clone();
+        }
         let guard = FetchGuard {
             shared: Arc::clone(self),
             tx: Some(tx),
@@ -319,9 +324,18 @@ impl Shared {
         if !is_header_safe(secret) {
             return Err(invalid(InvalidResponse::AccessTokenNotHeaderSafe));
         }
-        let value = match &self.config.scheme {
-            Some(scheme) => format!("{scheme} {secret}"),
-            None => secret.to_owned(),
+        #[cfg(feature = "jose")]
+        crate::dpop::Dpop::admit(self.config.dpop.as_ref(), token.is_dpop()).map_err(invalid)?;
+        #[cfg(not(feature = "jose"))]
+        if token.is_dpop() {
+            return Err(invalid(InvalidResponse::UnsupportedTokenType(
+                "DPoP".into(),
+            )));
+        }
+        let (value, ath) = match &self.config.scheme {
+            _ if token.is_dpop() => (format!("DPoP {secret}"), dpop_ath(secret)),
+            Some(scheme) => (format!("{scheme} {secret}"), None),
+            None => (secret.to_owned(), None),
         };
         let mut header = HeaderValue::from_maybe_shared(Bytes::from(value))
             .map_err(|_| invalid(InvalidResponse::AccessTokenNotHeaderSafe))?;
@@ -349,6 +363,7 @@ impl Shared {
         let refresh_token = token.take_refresh_token();
         let cached = CachedToken {
             header,
+            ath,
             generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
             deadlines,
             expires_at_wall: wall(lifetime),
@@ -468,6 +483,17 @@ impl Shared {
         flight.waiting = None;
         flight.discard_in_flight = false;
         self.fetching.store(false, Ordering::Release);
+    }
+}
+
+/// The `ath` of a DPoP-bound token.
+fn dpop_ath(secret: &str) -> Option<Arc<str>> {
+    #[cfg(feature = "jose")]
+    return Some(crate::dpop::ath(secret));
+    #[cfg(not(feature = "jose"))]
+    {
+        let _ = secret;
+        None
     }
 }
 

@@ -130,6 +130,9 @@ impl Deadlines {
 /// A token as the cache holds it: with its header value and its deadlines.
 pub(crate) struct CachedToken {
     pub(crate) header: HeaderValue,
+    /// The `ath` of a DPoP-bound token (base64url of the SHA-256 of the
+    /// token), computed once; `None` for a bearer token.
+    pub(crate) ath: Option<Arc<str>>,
     pub(crate) generation: u64,
     pub(crate) deadlines: Deadlines,
     /// When the token expires, as the server stated it, on the wall clock.
@@ -179,6 +182,9 @@ pub(crate) struct Config {
     /// The fleet's shared store, if any.
     #[cfg(feature = "store")]
     pub(crate) fleet: Option<Arc<Fleet>>,
+    /// The DPoP key, handed to the source with each fetch.
+    #[cfg(feature = "jose")]
+    pub(crate) dpop: Option<crate::dpop::Dpop>,
 }
 
 impl Default for Config {
@@ -197,6 +203,8 @@ impl Default for Config {
             wall_clock: SystemTime::now,
             #[cfg(feature = "store")]
             fleet: None,
+            #[cfg(feature = "jose")]
+            dpop: None,
         }
     }
 }
@@ -207,6 +215,8 @@ impl Default for Config {
 pub(crate) struct Snapshot {
     pub(crate) generation: u64,
     pub(crate) header: HeaderValue,
+    /// See [`CachedToken::ath`].
+    pub(crate) ath: Option<Arc<str>>,
     pub(crate) deadlines: Deadlines,
 }
 
@@ -258,6 +268,10 @@ pub struct Stats {
     pub store_errors: u64,
     /// Fetches made without the store because it failed or was too slow.
     pub store_fallbacks: u64,
+    /// Requests sent again because a server asked for a DPoP nonce: token
+    /// requests answered 400 `use_dpop_nonce`, API requests answered 401
+    /// `WWW-Authenticate: DPoP error="use_dpop_nonce"` (see [`crate::dpop`]).
+    pub dpop_nonce_retries: u64,
 }
 
 /// A usable token from the cache, as [`TokenCache::current`] and
@@ -449,6 +463,15 @@ impl TokenCache {
             fleet_fetches_waited: c.fleet_waits.load(Ordering::Relaxed),
             store_errors: c.store_errors.load(Ordering::Relaxed),
             store_fallbacks: c.store_fallbacks.load(Ordering::Relaxed),
+            #[cfg(feature = "jose")]
+            dpop_nonce_retries: self
+                .shared
+                .config
+                .dpop
+                .as_ref()
+                .map_or(0, crate::dpop::Dpop::nonce_retries),
+            #[cfg(not(feature = "jose"))]
+            dpop_nonce_retries: 0,
         }
     }
 }

@@ -317,9 +317,13 @@ pub(crate) fn token_from_object(object: &Map<String, Value>) -> Result<Token, In
         Some(Value::String(s)) => s.clone(),
         Some(_) => return Err(InvalidResponse::AccessTokenNotString),
     };
+    let mut dpop = false;
     match object.get("token_type") {
         None | Some(Value::Null) => {}
         Some(Value::String(t)) if t.eq_ignore_ascii_case("bearer") => {}
+        // RFC 9449 §5: bound to the key of the request's DPoP proof. Whether
+        // the request had one is checked where the token is admitted.
+        Some(Value::String(t)) if t.eq_ignore_ascii_case("dpop") => dpop = true,
         Some(Value::String(t)) => {
             return Err(InvalidResponse::UnsupportedTokenType(
                 t.chars().take(32).collect(),
@@ -327,7 +331,7 @@ pub(crate) fn token_from_object(object: &Map<String, Value>) -> Result<Token, In
         }
         Some(_) => return Err(InvalidResponse::InvalidField("token_type")),
     }
-    let mut token = Token::new(access_token);
+    let mut token = Token::new(access_token).with_dpop(dpop);
     if let Some(seconds) = expires_in(object.get("expires_in"))? {
         token = token.with_expires_in(Duration::from_secs(seconds));
     }

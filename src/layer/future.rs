@@ -1,6 +1,8 @@
 use super::body::{ResponseBody, Watch};
 use crate::cache::{CachedToken, Shared};
 use crate::error::{BoxError, Error};
+#[cfg(feature = "jose")]
+use crate::face::nonce_challenge;
 use crate::face::{Face, Settings, rejected};
 use crate::http_client::BoxFuture;
 use crate::replay::{Replay, ReplayBody};
@@ -54,6 +56,27 @@ pin_project! {
         #[pin]
         state: State<S, B>,
         face: Option<Arc<Face>>,
+        // Set while the request carries a DPoP proof.
+        dpop: Option<Box<DpopAttempt>>,
+    }
+}
+
+/// A request sent with a DPoP proof: where it went (whose nonces its
+/// answers carry), and whether it was already sent again for a nonce.
+pub(crate) struct DpopAttempt {
+    #[cfg_attr(not(feature = "jose"), allow(dead_code))]
+    uri: Uri,
+    #[cfg_attr(not(feature = "jose"), allow(dead_code))]
+    nonce_retried: bool,
+}
+
+impl DpopAttempt {
+    #[cfg_attr(not(feature = "jose"), allow(dead_code))]
+    pub(crate) fn new(uri: Uri) -> Box<Self> {
+        Box::new(Self {
+            uri,
+            nonce_retried: false,
+        })
     }
 }
 
@@ -65,6 +88,8 @@ pin_project! {
     {
         // The request already had the header: sent as it was.
         Passthrough { #[pin] fut: S::Future },
+        // Not sent: no proof could be made for it.
+        Failed { error: Option<BoxError> },
         // Waiting for a token, holding no capacity of the inner service;
         // `first` until the request was sent once.
         Acquire { fut: Acquire, pending: Option<Pending<S, B>>, first: bool },
@@ -85,7 +110,23 @@ where
         Self {
             state: State::Passthrough { fut },
             face: None,
+            dpop: None,
         }
+    }
+
+    #[cfg_attr(not(feature = "jose"), allow(dead_code))]
+    pub(crate) fn failed(error: BoxError) -> Self {
+        Self {
+            state: State::Failed { error: Some(error) },
+            face: None,
+            dpop: None,
+        }
+    }
+
+    #[cfg_attr(not(feature = "jose"), allow(dead_code))]
+    pub(crate) fn with_dpop(mut self, attempt: Box<DpopAttempt>) -> Self {
+        self.dpop = Some(attempt);
+        self
     }
 
     pub(crate) fn called(
@@ -101,6 +142,7 @@ where
                 retry,
             },
             face: Some(face),
+            dpop: None,
         }
     }
 
@@ -113,6 +155,7 @@ where
                 first: true,
             },
             face: Some(face),
+            dpop: None,
         }
     }
 }
@@ -138,6 +181,9 @@ where
                     let response = ready!(fut.poll(cx)).map_err(Into::into)?;
                     return Poll::Ready(Ok(response.map(|body| ResponseBody::new(body, None))));
                 }
+                StateProj::Failed { error } => {
+                    return Poll::Ready(Err(error.take().unwrap_or_else(|| Error::Aborted.into())));
+                }
                 StateProj::Acquire {
                     fut,
                     pending,
@@ -162,6 +208,21 @@ where
                         .1
                         .headers_mut()
                         .insert(&face.settings.header_name, token.header.clone());
+                    // A new proof for each attempt, for the token it carries.
+                    #[cfg(feature = "jose")]
+                    match (&face.settings.dpop, &token.ath) {
+                        (Some(dpop), Some(ath)) => {
+                            dpop.attach(&mut pending.1, ath)
+                                .map_err(|e| BoxError::from(Error::from(e)))?;
+                            match this.dpop.as_mut() {
+                                Some(attempt) => attempt.uri = pending.1.uri().clone(),
+                                None => {
+                                    *this.dpop = Some(DpopAttempt::new(pending.1.uri().clone()))
+                                }
+                            }
+                        }
+                        _ => *this.dpop = None,
+                    }
                     this.state.set(State::Ready {
                         pending: Some(pending),
                         generation: token.generation,
@@ -200,6 +261,37 @@ where
                         return Poll::Ready(Ok(response.map(|body| ResponseBody::new(body, None))));
                     };
                     let shared = &face.cache.shared;
+                    #[cfg(feature = "jose")]
+                    if let (Some(dpop), Some(attempt)) = (&face.settings.dpop, this.dpop.as_mut()) {
+                        let has_nonce = dpop.remember_nonce(&attempt.uri, response.headers());
+                        if has_nonce && nonce_challenge(response.status(), response.headers()) {
+                            // The token is fine: the API wants a proof with its
+                            // nonce. Once, with a new proof; a second challenge
+                            // goes back to the caller.
+                            let pending = match retry.take() {
+                                Some(template) if !attempt.nonce_retried => (*template).rebuild(),
+                                _ => None,
+                            };
+                            let Some(pending) = pending else {
+                                return Poll::Ready(Ok(
+                                    response.map(|body| ResponseBody::new(body, None))
+                                ));
+                            };
+                            attempt.nonce_retried = true;
+                            dpop.count_nonce_retry();
+                            tracing::debug!(
+                                generation,
+                                "sending the request again with the API's DPoP nonce"
+                            );
+                            let fut = acquire(shared);
+                            this.state.set(State::Acquire {
+                                fut,
+                                pending: Some(pending),
+                                first: true,
+                            });
+                            continue;
+                        }
+                    }
                     if !rejected(response.status(), response.version(), response.headers()) {
                         shared.accepted(generation);
                         // Not rejected: a recording is released here.

@@ -296,6 +296,30 @@ impl TokenLayerBuilder {
         self
     }
 
+    /// Binds tokens to `dpop`'s key (RFC 9449; see [`crate::dpop`]): token
+    /// requests and API requests carry a DPoP proof each, the token goes as
+    /// `Authorization: DPoP <token>`, and servers' nonces are followed.
+    ///
+    /// ```
+    /// use tower_token::{dpop::Dpop, jose::Algorithm, source, Token, TokenLayer};
+    ///
+    /// # fn main() -> Result<(), tower_token::BoxError> {
+    /// let layer = TokenLayer::builder(source::from_fn(|_| async {
+    ///     Ok::<_, std::io::Error>(Token::new("t-1").with_dpop(true))
+    /// }))
+    /// .dpop(Dpop::generate(Algorithm::EdDSA)?)
+    /// .build()?;
+    /// # let _ = layer;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "jose")]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "aws-lc-rs", feature = "ring"))))]
+    pub fn dpop(mut self, dpop: crate::dpop::Dpop) -> Self {
+        self.settings.dpop = Some(dpop.clone());
+        self.config.dpop = Some(dpop);
+        self
+    }
+
     /// Shares tokens with the other replicas of this service through
     /// `store` (feature `store`; see [`crate::store`]): the fleet asks the
     /// authorization server once per token lifetime. Stored tokens are
@@ -360,6 +384,13 @@ impl TokenLayerBuilder {
     pub fn build(mut self) -> Result<TokenLayer, ConfigError> {
         if let Some(err) = self.error {
             return Err(err);
+        }
+        #[cfg(all(feature = "store", feature = "jose"))]
+        if self.store.is_some() && self.config.dpop.is_some() {
+            return Err(ConfigError::OutOfRange {
+                setting: "dpop",
+                reason: "cannot go with a shared store: DPoP-bound tokens are not shared between replicas",
+            });
         }
         #[cfg(feature = "store")]
         if let Some(store) = self.store.take() {

@@ -1,4 +1,6 @@
 use super::body::ResponseBody;
+#[cfg(feature = "jose")]
+use super::future::DpopAttempt;
 use super::future::{ResponseFuture, prepare};
 use crate::cache::{Snapshot, Stats, TokenCache};
 use crate::error::BoxError;
@@ -133,14 +135,28 @@ where
             if local.deadlines.refresh_due(now, wall) {
                 shared.refresh_ahead(local.generation, now);
             }
-            Some((local.header.clone(), local.generation))
+            Some((local.header.clone(), local.generation, local.ath.clone()))
         }
         _ => None,
     };
     match usable {
-        Some((value, generation)) => {
+        Some((value, generation, ath)) => {
             let (mut req, retry) = prepare(inner, req, settings);
             req.headers_mut().insert(&settings.header_name, value);
+            #[cfg(feature = "jose")]
+            if let (Some(dpop), Some(ath)) = (&settings.dpop, &ath) {
+                // A proof of its own for this request (RFC 9449 §7).
+                if let Err(e) = dpop.attach(&mut req, ath) {
+                    // Not sent: give back what `poll_ready` reserved.
+                    drop(std::mem::replace(inner, inner.clone()));
+                    return ResponseFuture::failed(crate::Error::from(e).into());
+                }
+                let attempt = DpopAttempt::new(req.uri().clone());
+                return ResponseFuture::called(inner.call(req), generation, retry, face.clone())
+                    .with_dpop(attempt);
+            }
+            #[cfg(not(feature = "jose"))]
+            let _ = ath;
             ResponseFuture::called(inner.call(req), generation, retry, face.clone())
         }
         None => {

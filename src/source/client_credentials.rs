@@ -3,8 +3,8 @@
 use super::{FetchRequest, TokenSource};
 use crate::dialect::{ClientAuth, Credentials, Grant, rfc};
 use crate::endpoint::endpoint_url;
-use crate::error::{ConfigError, Endpoint, Error, ErrorCode};
-use crate::http_client::{BoxFuture, HttpClient, Limits, execute};
+use crate::error::{ConfigError, Error, ErrorCode};
+use crate::http_client::{BoxFuture, HttpClient, Limits};
 use crate::token::Token;
 use crate::transport::Transport;
 use http::StatusCode;
@@ -86,7 +86,7 @@ impl ClientCredentials {
         &self.credentials
     }
 
-    async fn request(&self, grant: Grant<'_>) -> Result<Token, Error> {
+    async fn request(&self, grant: Grant<'_>, fetch: &FetchRequest) -> Result<Token, Error> {
         let request = rfc::token_request(
             &self.url,
             &self.credentials,
@@ -95,7 +95,7 @@ impl ClientCredentials {
             self.scope.as_deref(),
             &self.params,
         )?;
-        let response = execute(&*self.http, request, self.limits, Endpoint::Token).await?;
+        let response = super::send_token_request(&*self.http, request, self.limits, fetch).await?;
         rfc::parse_token_response(&response, &self.credentials)
     }
 }
@@ -104,7 +104,7 @@ impl TokenSource for ClientCredentials {
     fn fetch(&self, request: FetchRequest) -> BoxFuture<'_, Result<Token, Error>> {
         Box::pin(async move {
             if let Some(refresh) = &request.refresh_token {
-                match self.request(Grant::RefreshToken(refresh)).await {
+                match self.request(Grant::RefreshToken(refresh), &request).await {
                     Err(e) if refresh_rejected(&e) => {
                         let e = e.redacted(&[refresh.secret()]);
                         tracing::debug!(
@@ -124,7 +124,7 @@ impl TokenSource for ClientCredentials {
             // The server saw the refresh token in the failed grant and may
             // echo it in its answer to this one too.
             let secrets: Vec<&str> = request.refresh_token.iter().map(|r| r.secret()).collect();
-            self.request(Grant::ClientCredentials)
+            self.request(Grant::ClientCredentials, &request)
                 .await
                 .map_err(|e| e.redacted(&secrets))
         })
@@ -234,6 +234,7 @@ impl ClientCredentialsBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Endpoint;
     use std::time::Duration;
 
     fn oauth(status: u16, code: &str, retry_after: Option<u64>) -> Error {

@@ -62,6 +62,11 @@ pub struct FetchRequest {
     pub reason: FetchReason,
     /// The refresh token the cache holds, if the last token came with one.
     pub refresh_token: Option<RefreshToken>,
+    /// The DPoP key of the layer (see [`crate::dpop`]), when it has one: the
+    /// token request carries a proof made with it, and the token must come
+    /// back DPoP-bound ([`Token::with_dpop`]).
+    #[cfg(feature = "jose")]
+    pub dpop: Option<crate::dpop::Dpop>,
 }
 
 impl FetchRequest {
@@ -70,7 +75,26 @@ impl FetchRequest {
         Self {
             reason,
             refresh_token: None,
+            #[cfg(feature = "jose")]
+            dpop: None,
         }
+    }
+}
+
+/// Sends a token request: with a DPoP proof, and the nonce retry, when the
+/// cache has a DPoP key (see [`crate::dpop`]); as it is otherwise.
+pub(crate) async fn send_token_request(
+    http: &dyn crate::http_client::HttpClient,
+    request: http::Request<bytes::Bytes>,
+    limits: crate::http_client::Limits,
+    fetch: &FetchRequest,
+) -> Result<http::Response<bytes::Bytes>, Error> {
+    #[cfg(feature = "jose")]
+    return crate::dpop::execute_token_request(http, request, limits, fetch.dpop.as_ref()).await;
+    #[cfg(not(feature = "jose"))]
+    {
+        let _ = fetch;
+        crate::http_client::execute(http, request, limits, crate::error::Endpoint::Token).await
     }
 }
 
