@@ -73,6 +73,7 @@
 //! # Ok(()) }
 //! ```
 
+use crate::auth;
 use crate::dialect::{ClientAuth, Credentials, rfc};
 use crate::endpoint::endpoint_url;
 use crate::error::{ConfigError, Endpoint, Error, InvalidResponse};
@@ -113,6 +114,11 @@ pub struct Metadata {
     /// `grant_types_supported`; absent means `authorization_code` and
     /// `implicit`.
     pub grant_types_supported: Option<Vec<String>>,
+    /// `mtls_endpoint_aliases.token_endpoint` (RFC 8705 §5): where token
+    /// requests authenticated by mutual TLS go.
+    pub mtls_token_endpoint: Option<Url>,
+    /// `mtls_endpoint_aliases.revocation_endpoint` (RFC 8705 §5).
+    pub mtls_revocation_endpoint: Option<Url>,
 }
 
 impl Metadata {
@@ -129,39 +135,77 @@ impl Metadata {
     }
 
     /// A [`ClientCredentials`] builder for the token endpoint, with the
-    /// client authentication of [`token_auth`](Self::token_auth).
+    /// first method of [`auth::DEFAULT_PREFERENCE`] that the server lists
+    /// in `token_endpoint_auth_methods_supported` and `credentials` have
+    /// the material for (see [`auth::select`]); mutual TLS goes to the
+    /// `mtls_endpoint_aliases` token endpoint when the server has one.
     pub fn client_credentials(
         &self,
         credentials: Credentials,
     ) -> Result<ClientCredentialsBuilder, ConfigError> {
-        let auth = self
-            .token_auth()
-            .ok_or(ConfigError::Missing(UNSUPPORTED_AUTH))?;
-        Ok(ClientCredentials::builder(self.token_endpoint.as_str(), credentials).auth(auth))
+        self.client_credentials_preferring(credentials, auth::DEFAULT_PREFERENCE)
+    }
+
+    /// As [`client_credentials`](Self::client_credentials), picking in the
+    /// order of `preference` (methods left out of it are never used).
+    pub fn client_credentials_preferring(
+        &self,
+        credentials: Credentials,
+        preference: &[ClientAuth],
+    ) -> Result<ClientCredentialsBuilder, ConfigError> {
+        let auth = auth::select(
+            self.token_endpoint_auth_methods_supported.as_deref(),
+            &credentials,
+            preference,
+        )?;
+        let url = match (&self.mtls_token_endpoint, auth.is_mtls()) {
+            (Some(alias), true) => alias,
+            _ => &self.token_endpoint,
+        };
+        Ok(ClientCredentials::builder(url.as_str(), credentials).auth(auth))
     }
 
     /// A [`RevokeService`] builder for the revocation endpoint, with the
-    /// client authentication of [`revocation_auth`](Self::revocation_auth)
-    /// (none for public credentials).
+    /// method picked as for [`client_credentials`](Self::client_credentials)
+    /// from `revocation_endpoint_auth_methods_supported` (none for a public
+    /// client with neither key nor certificate).
     pub fn revoke_service(
         &self,
         credentials: Credentials,
+    ) -> Result<RevokeServiceBuilder, ConfigError> {
+        self.revoke_service_preferring(credentials, auth::DEFAULT_PREFERENCE)
+    }
+
+    /// As [`revoke_service`](Self::revoke_service), picking in the order
+    /// of `preference`.
+    pub fn revoke_service_preferring(
+        &self,
+        credentials: Credentials,
+        preference: &[ClientAuth],
     ) -> Result<RevokeServiceBuilder, ConfigError> {
         let url = self
             .revocation_endpoint
             .as_ref()
             .ok_or(ConfigError::Missing("revocation_endpoint"))?;
-        let auth = if credentials.client_secret().is_none() {
+        let public = credentials.client_secret().is_none()
+            && auth::missing_material(ClientAuth::PrivateKeyJwt, &credentials).is_some()
+            && !credentials.has_client_certificate();
+        let auth = if public {
             ClientAuth::None
         } else {
-            self.revocation_auth()
-                .ok_or(ConfigError::Missing(UNSUPPORTED_AUTH))?
+            auth::select(
+                self.revocation_endpoint_auth_methods_supported.as_deref(),
+                &credentials,
+                preference,
+            )?
+        };
+        let url = match (&self.mtls_revocation_endpoint, auth.is_mtls()) {
+            (Some(alias), true) => alias,
+            _ => url,
         };
         Ok(RevokeService::rfc(url.as_str(), credentials).auth(auth))
     }
 }
-
-const UNSUPPORTED_AUTH: &str = "a client authentication method this crate supports (client_secret_basic, client_secret_post, none)";
 
 /// Picks the client authentication from an `…_auth_methods_supported` list:
 /// Basic if `client_secret_basic` is listed or the list is absent (the
@@ -264,6 +308,20 @@ fn metadata_from_object(object: &Map<String, Value>) -> Result<Metadata, Invalid
             Some(_) => Err(InvalidResponse::InvalidField(name)),
         }
     }
+    fn alias(object: &Map<String, Value>, name: &str) -> Result<Option<Url>, InvalidResponse> {
+        const ALIASES: &str = "mtls_endpoint_aliases";
+        match object.get(ALIASES) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(aliases)) => match aliases.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Url::parse(s)
+                    .map(Some)
+                    .map_err(|_| InvalidResponse::InvalidField(ALIASES)),
+                Some(_) => Err(InvalidResponse::InvalidField(ALIASES)),
+            },
+            Some(_) => Err(InvalidResponse::InvalidField(ALIASES)),
+        }
+    }
     Ok(Metadata {
         issuer: string(object, "issuer")?
             .ok_or(InvalidResponse::MissingField("issuer"))?
@@ -281,6 +339,8 @@ fn metadata_from_object(object: &Map<String, Value>) -> Result<Metadata, Invalid
         )?,
         scopes_supported: list(object, "scopes_supported")?,
         grant_types_supported: list(object, "grant_types_supported")?,
+        mtls_token_endpoint: alias(object, "token_endpoint")?,
+        mtls_revocation_endpoint: alias(object, "revocation_endpoint")?,
     })
 }
 

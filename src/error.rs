@@ -352,6 +352,18 @@ pub enum Error {
         /// How many tokens in a row the API rejected.
         consecutive: u32,
     },
+    /// Client authentication detection ([`ClientAuth::AutoDetect`](crate::ClientAuth::AutoDetect))
+    /// tried both styles and the server refused both: here are both
+    /// answers.
+    #[error(
+        "the server refused the client both with Basic ({basic}) and with the secret in the body ({body})"
+    )]
+    ClientAuthFailed {
+        /// The answer to Basic authentication.
+        basic: Box<Error>,
+        /// The answer to the secret in the body.
+        body: Box<Error>,
+    },
     /// The request could not be built (bad configuration detected late).
     #[error("the {endpoint} request could not be built: {reason}")]
     Request {
@@ -432,6 +444,7 @@ impl Error {
             }
             Error::Source(_) | Error::TokenRejected { .. } => true,
             Error::Redirect { .. }
+            | Error::ClientAuthFailed { .. }
             | Error::BodyTooLarge { .. }
             | Error::InvalidResponse { .. }
             | Error::Request { .. } => false,
@@ -456,6 +469,7 @@ impl Error {
     pub fn oauth_code(&self) -> Option<&ErrorCode> {
         match self {
             Error::OAuth { code, .. } => Some(code),
+            Error::ClientAuthFailed { body, .. } => body.oauth_code(),
             _ => None,
         }
     }
@@ -468,6 +482,7 @@ impl Error {
             | Error::Provider { status, .. }
             | Error::Redirect { status, .. }
             | Error::InvalidResponse { status, .. } => Some(*status),
+            Error::ClientAuthFailed { body, .. } => body.status(),
             _ => None,
         }
     }
@@ -519,6 +534,10 @@ impl Error {
                     message: clean(message),
                 },
                 retry_after,
+            },
+            Error::ClientAuthFailed { basic, body } => Error::ClientAuthFailed {
+                basic: Box::new(basic.redacted(secrets)),
+                body: Box::new(body.redacted(secrets)),
             },
             other => other,
         }
@@ -575,6 +594,24 @@ pub enum ConfigError {
     /// A value that must be present is missing.
     #[error("missing configuration: {0}")]
     Missing(&'static str),
+    /// A client authentication method without what it needs (a signing
+    /// key, a client certificate, a secret, or the crypto feature).
+    #[error("client authentication `{method}`: {missing}")]
+    ClientAuth {
+        /// The method, as RFC 8414 names it.
+        method: &'static str,
+        /// What is missing.
+        missing: &'static str,
+    },
+    /// Discovery found no client authentication method that the server
+    /// offers and the client has the material for.
+    #[error("the server accepts client authentication by {offered}; this client lacks {missing}")]
+    NoUsableClientAuth {
+        /// The methods the server lists.
+        offered: String,
+        /// What the client would need for the first of them.
+        missing: &'static str,
+    },
     /// A setting has a value that makes no sense (such as a zero timeout).
     #[error("`{setting}` {reason}")]
     OutOfRange {

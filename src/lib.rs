@@ -123,6 +123,7 @@
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod adapter;
+pub mod auth;
 pub mod cache;
 pub mod challenge;
 pub mod dialect;

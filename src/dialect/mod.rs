@@ -38,7 +38,21 @@ pub mod korap;
 pub mod onelogin;
 pub mod rfc;
 
-/// Client id and, for confidential clients, the client secret.
+/// What a client authenticates with: its id and, as the method needs, a
+/// client secret, a signing key (`private_key_jwt`, features `aws-lc-rs` or
+/// `ring`) or a TLS client certificate its HTTP client presents (mutual
+/// TLS). See [`auth`](crate::auth) for the methods and what each needs.
+///
+/// ```
+/// use tower_token::Credentials;
+///
+/// let secret = Credentials::new("my-client", "s3cr3t");
+/// let public = Credentials::public("my-app");
+/// let mtls = Credentials::public("my-service").with_client_certificate();
+/// assert!(mtls.has_client_certificate() && !secret.has_client_certificate());
+/// assert!(!format!("{secret:?}").contains("s3cr3t"));
+/// # let _ = public;
+/// ```
 #[derive(Clone)]
 pub struct Credentials {
     client_id: String,
@@ -46,13 +60,21 @@ pub struct Credentials {
     /// Encoded forms of the credentials that a server might echo back
     /// (the Basic credentials), redacted from errors like the secret.
     encoded: Vec<ClientSecret>,
+    #[cfg(feature = "jose")]
+    signing_key: Option<crate::jose::SigningKey>,
+    client_certificate: bool,
+    assertion: crate::auth::AssertionSettings,
 }
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret)
+        let mut d = f.debug_struct("Credentials");
+        d.field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret);
+        #[cfg(feature = "jose")]
+        d.field("signing_key", &self.signing_key);
+        d.field("client_certificate", &self.client_certificate)
+            .field("assertion", &self.assertion)
             .finish()
     }
 }
@@ -72,6 +94,10 @@ impl Credentials {
             client_id,
             client_secret: Some(client_secret),
             encoded,
+            #[cfg(feature = "jose")]
+            signing_key: None,
+            client_certificate: false,
+            assertion: Default::default(),
         }
     }
 
@@ -81,7 +107,73 @@ impl Credentials {
             client_id: client_id.into(),
             client_secret: None,
             encoded: Vec::new(),
+            #[cfg(feature = "jose")]
+            signing_key: None,
+            client_certificate: false,
+            assertion: Default::default(),
         }
+    }
+
+    /// These credentials with a private key for `private_key_jwt`: each
+    /// token and revocation request carries a fresh assertion signed with
+    /// it (RFC 7523 §2.2).
+    #[cfg(feature = "jose")]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "aws-lc-rs", feature = "ring"))))]
+    pub fn with_signing_key(mut self, key: crate::jose::SigningKey) -> Self {
+        self.signing_key = Some(key);
+        self
+    }
+
+    /// The private key for `private_key_jwt`, if one was given.
+    #[cfg(feature = "jose")]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "aws-lc-rs", feature = "ring"))))]
+    pub fn signing_key(&self) -> Option<&crate::jose::SigningKey> {
+        self.signing_key.as_ref()
+    }
+
+    /// States that the HTTP client these credentials are used with presents
+    /// a TLS client certificate (mutual TLS, RFC 8705): `tls_client_auth`
+    /// and `self_signed_tls_client_auth` need it. The crate cannot look
+    /// inside an HTTP client, so discovery relies on this to know the
+    /// client can use those methods.
+    pub fn with_client_certificate(mut self) -> Self {
+        self.client_certificate = true;
+        self
+    }
+
+    /// Whether [`with_client_certificate`](Self::with_client_certificate)
+    /// was called.
+    pub fn has_client_certificate(&self) -> bool {
+        self.client_certificate
+    }
+
+    /// The `aud` of client assertions (`private_key_jwt`,
+    /// `client_secret_jwt`); [`Audience::Endpoint`](crate::auth::Audience::Endpoint)
+    /// by default.
+    pub fn with_assertion_audience(mut self, audience: crate::auth::Audience) -> Self {
+        self.assertion.audience = audience;
+        self
+    }
+
+    /// How long a client assertion is valid (`exp` − `iat`): 60 s by
+    /// default, kept within 1 s and 10 min.
+    pub fn with_assertion_lifetime(mut self, lifetime: std::time::Duration) -> Self {
+        self.assertion.lifetime = lifetime.clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(600),
+        );
+        self
+    }
+
+    /// Whether client assertions carry `nbf` (equal to `iat`); off by
+    /// default.
+    pub fn with_assertion_not_before(mut self, not_before: bool) -> Self {
+        self.assertion.not_before = not_before;
+        self
+    }
+
+    pub(crate) fn assertion_settings(&self) -> &crate::auth::AssertionSettings {
+        &self.assertion
     }
 
     /// The client id.
@@ -117,8 +209,9 @@ pub(crate) fn basic_credentials(id: &str, secret: &str, form_encode: bool) -> St
     base64::engine::general_purpose::STANDARD.encode(pair)
 }
 
-/// How a client authenticates to a standard (RFC 6749) endpoint.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How a client authenticates to a standard (RFC 6749) endpoint. See
+/// [`auth`](crate::auth) for what each method needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ClientAuth {
     /// HTTP Basic with the form-urlencoded id and secret
@@ -129,6 +222,61 @@ pub enum ClientAuth {
     RequestBody,
     /// A public client: `client_id` in the form body, no secret (`none`).
     None,
+    /// A JWT signed with the client's private key (`private_key_jwt`,
+    /// RFC 7523 §2.2): needs [`Credentials::with_signing_key`].
+    PrivateKeyJwt,
+    /// A JWT signed with HS256 keyed by the client secret
+    /// (`client_secret_jwt`): needs a secret.
+    ClientSecretJwt,
+    /// Mutual TLS with a certificate from a CA (`tls_client_auth`,
+    /// RFC 8705 §2.1): `client_id` in the body, no secret; needs
+    /// [`Credentials::with_client_certificate`].
+    TlsClientAuth,
+    /// Mutual TLS with a self-signed certificate registered with the server
+    /// (`self_signed_tls_client_auth`, RFC 8705 §2.2).
+    SelfSignedTlsClientAuth,
+    /// Basic first; if the server answers `invalid_client`, the secret in
+    /// the body. What works is remembered per endpoint and client id, so
+    /// later requests go straight to it; when both fail, the error carries
+    /// both answers ([`Error::ClientAuthFailed`](crate::Error::ClientAuthFailed)).
+    AutoDetect,
+}
+
+impl ClientAuth {
+    /// The method's name in `token_endpoint_auth_methods_supported`
+    /// (RFC 8414); `None` for [`AutoDetect`](Self::AutoDetect), which is no
+    /// method of its own.
+    pub fn method_name(self) -> Option<&'static str> {
+        Some(match self {
+            Self::Basic => "client_secret_basic",
+            Self::RequestBody => "client_secret_post",
+            Self::None => "none",
+            Self::PrivateKeyJwt => "private_key_jwt",
+            Self::ClientSecretJwt => "client_secret_jwt",
+            Self::TlsClientAuth => "tls_client_auth",
+            Self::SelfSignedTlsClientAuth => "self_signed_tls_client_auth",
+            Self::AutoDetect => return Option::None,
+        })
+    }
+
+    /// The method a `…_auth_methods_supported` name stands for.
+    pub fn from_method_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "client_secret_basic" => Self::Basic,
+            "client_secret_post" => Self::RequestBody,
+            "none" => Self::None,
+            "private_key_jwt" => Self::PrivateKeyJwt,
+            "client_secret_jwt" => Self::ClientSecretJwt,
+            "tls_client_auth" => Self::TlsClientAuth,
+            "self_signed_tls_client_auth" => Self::SelfSignedTlsClientAuth,
+            _ => return Option::None,
+        })
+    }
+
+    /// Whether the method sends the client over mutual TLS.
+    pub fn is_mtls(self) -> bool {
+        matches!(self, Self::TlsClientAuth | Self::SelfSignedTlsClientAuth)
+    }
 }
 
 /// What a token request asks for.

@@ -1,9 +1,9 @@
 //! The standard dialect: RFC 6749 token requests and answers, RFC 7009
 //! revocation.
 //!
-//! - [`token_request`] builds the `POST` to the token endpoint, with Basic,
-//!   body or no client authentication; Basic credentials are form-urlencoded
-//!   before base64 (RFC 6749 §2.3.1).
+//! - [`token_request`] builds the `POST` to the token endpoint, with any
+//!   client authentication of [`auth`](crate::auth); Basic credentials are
+//!   form-urlencoded before base64 (RFC 6749 §2.3.1).
 //! - [`parse_token_response`] reads the answer tolerantly: `expires_in` as a
 //!   number or numeric string, `token_type` in any case, unknown fields
 //!   ignored; every unusable answer is a typed [`Error`].
@@ -70,12 +70,7 @@ pub fn token_request(
     for (name, value) in extra {
         form.append_pair(name, value);
     }
-    let mut authorization = None;
-    match auth {
-        ClientAuth::Basic => authorization = Some(basic_authorization(credentials)?),
-        ClientAuth::RequestBody => append_client(&mut form, credentials, true),
-        ClientAuth::None => append_client(&mut form, credentials, false),
-    }
+    let authorization = crate::auth::apply(auth, credentials, url, Endpoint::Token, &mut form)?;
     form_post(url, form.finish(), authorization, Endpoint::Token)
 }
 
@@ -153,14 +148,8 @@ pub fn revoke_request(
     if let Some(kind) = hint {
         form.append_pair("token_type_hint", kind.as_str());
     }
-    let mut authorization = None;
-    match auth {
-        ClientAuth::Basic => {
-            authorization = Some(basic_authorization_for(credentials, Endpoint::Revocation)?)
-        }
-        ClientAuth::RequestBody => append_client(&mut form, credentials, true),
-        ClientAuth::None => append_client(&mut form, credentials, false),
-    }
+    let authorization =
+        crate::auth::apply(auth, credentials, url, Endpoint::Revocation, &mut form)?;
     form_post(url, form.finish(), authorization, Endpoint::Revocation)
 }
 

@@ -42,9 +42,8 @@ pub(crate) fn ecdsa_from_parts(
     return EcdsaKeyPair::from_private_key_and_public_key(alg, private_key, public_point, &rng());
 }
 
-/// A short, fixed description of a rejected key: `KeyRejected`'s own text
-/// names a reason, never key material, but only its `description_` is
-/// shared by both libraries.
-pub(crate) fn rejected_reason(e: &KeyRejected) -> &'static str {
-    e.description_()
+/// Why a key was rejected: `KeyRejected`'s text is a fixed reason
+/// (`InvalidEncoding`, `InconsistentComponents`, …), never key material.
+pub(crate) fn rejected_reason(e: &KeyRejected) -> String {
+    e.to_string()
 }

@@ -329,7 +329,7 @@ fn public_jwk(pair: &Pair) -> Result<String, KeyError> {
             let (x, y) = point
                 .get(1..)
                 .map(|xy| xy.split_at(half))
-                .ok_or(KeyError::Rejected("empty public key"))?;
+                .ok_or_else(|| KeyError::Rejected("empty public key".into()))?;
             format!(
                 r#"{{"crv":"{crv}","kty":"EC","x":"{}","y":"{}"}}"#,
                 base64url(x),
@@ -342,7 +342,7 @@ fn public_jwk(pair: &Pair) -> Result<String, KeyError> {
         ),
         Pair::Rsa(pair) => {
             let (n, e) = rsa_public(pair.public_key().as_ref())
-                .ok_or(KeyError::Rejected("unreadable RSA public key"))?;
+                .ok_or_else(|| KeyError::Rejected("unreadable RSA public key".into()))?;
             format!(
                 r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
                 base64url(e),

@@ -122,7 +122,7 @@ pub enum KeyError {
     /// The crypto library rejected the key (inconsistent components, too
     /// small, wrong curve, …).
     #[error("key rejected: {0}")]
-    Rejected(&'static str),
+    Rejected(String),
     /// Key generation failed.
     #[error("key generation failed")]
     Generate,
@@ -200,4 +200,23 @@ pub(crate) fn compact(
 #[allow(dead_code)] // used by the client assertions
 pub(crate) fn json_string(s: &str) -> String {
     serde_json::Value::from(s).to_string()
+}
+
+#[cfg(test)]
+pub(crate) use backend::lib as backend_for_tests;
+
+/// A fresh 2048-bit RSA key for tests (aws-lc-rs generates RSA keys; ring
+/// does not, so with ring alone the RSA cases are left to the interop
+/// tests, which generate theirs).
+#[cfg(test)]
+pub(crate) fn test_rsa_key() -> Option<SigningKey> {
+    #[cfg(feature = "aws-lc-rs")]
+    {
+        use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+        let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).ok()?;
+        let der: Pkcs8V1Der<'static> = pair.as_der().ok()?;
+        SigningKey::from_pkcs8_der(der.as_ref()).ok()
+    }
+    #[cfg(not(feature = "aws-lc-rs"))]
+    None
 }

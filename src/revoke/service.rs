@@ -68,8 +68,16 @@ impl RevocationEndpoint {
     /// has no way to revoke a refresh token alone: asking it to is an
     /// [`Error::Request`].
     pub fn request(&self, revoke: &RevokeRequest) -> Result<http::Request<Bytes>, Error> {
+        self.request_in(self.dialect, revoke)
+    }
+
+    fn request_in(
+        &self,
+        dialect: Dialect,
+        revoke: &RevokeRequest,
+    ) -> Result<http::Request<Bytes>, Error> {
         let (url, creds, token) = (&self.url, &self.credentials, revoke.secret());
-        match self.dialect {
+        match dialect {
             Dialect::Rfc { auth } => rfc::revoke_request(url, creds, auth, token, revoke.hint()),
             Dialect::KopoKopo => kopokopo::revoke_request(url, creds, token),
             Dialect::Korap => korap::revoke_request(url, creds, token, revoke.hint()),
@@ -104,9 +112,28 @@ impl RevocationEndpoint {
     }
 
     async fn revoke(&self, revoke: RevokeRequest) -> Result<(), Error> {
-        let request = self.request(&revoke)?;
-        let response = execute(&*self.http, request, self.limits, Endpoint::Revocation).await?;
-        self.parse(&revoke, &response)
+        match self.dialect {
+            Dialect::Rfc { auth } => {
+                crate::auth::detecting(auth, &self.credentials, &self.url, |auth| {
+                    self.revoke_with(Dialect::Rfc { auth }, &revoke)
+                })
+                .await
+            }
+            dialect => self.revoke_with(dialect, &revoke).await,
+        }
+    }
+
+    async fn revoke_with(&self, dialect: Dialect, revoke: &RevokeRequest) -> Result<(), Error> {
+        let request = self.request_in(dialect, revoke)?;
+        let assertion = crate::auth::assertion_in(request.body());
+        let result = match execute(&*self.http, request, self.limits, Endpoint::Revocation).await {
+            Ok(response) => self.parse(revoke, &response),
+            Err(e) => Err(e),
+        };
+        match (result, assertion) {
+            (Err(e), Some(assertion)) => Err(e.redacted(&[&assertion])),
+            (result, _) => result,
+        }
     }
 }
 
@@ -259,7 +286,8 @@ impl RevokeServiceBuilder {
     }
 
     /// How the client authenticates to an RFC 7009 endpoint: Basic (the
-    /// default), in the body, or not at all (public client). The other
+    /// default), in the body, a signed assertion, mutual TLS, not at all
+    /// (public client), or detected (see [`auth`](crate::auth)). The other
     /// dialects fix their own client authentication and ignore this.
     pub fn auth(mut self, auth: ClientAuth) -> Self {
         if let Dialect::Rfc { .. } = self.dialect {
@@ -282,6 +310,9 @@ impl RevokeServiceBuilder {
             &self.url,
             self.transport.allows_insecure_http(),
         )?;
+        if let Dialect::Rfc { auth } = self.dialect {
+            crate::auth::check(auth, &self.credentials)?;
+        }
         Ok(RevokeService {
             endpoint: Arc::new(RevocationEndpoint {
                 dialect: self.dialect,

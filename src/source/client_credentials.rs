@@ -87,16 +87,38 @@ impl ClientCredentials {
     }
 
     async fn request(&self, grant: Grant<'_>, fetch: &FetchRequest) -> Result<Token, Error> {
+        crate::auth::detecting(self.auth, &self.credentials, &self.url, |auth| {
+            self.request_with(auth, grant, fetch)
+        })
+        .await
+    }
+
+    async fn request_with(
+        &self,
+        auth: ClientAuth,
+        grant: Grant<'_>,
+        fetch: &FetchRequest,
+    ) -> Result<Token, Error> {
         let request = rfc::token_request(
             &self.url,
             &self.credentials,
-            self.auth,
+            auth,
             grant,
             self.scope.as_deref(),
             &self.params,
         )?;
-        let response = super::send_token_request(&*self.http, request, self.limits, fetch).await?;
-        rfc::parse_token_response(&response, &self.credentials)
+        // A client assertion is a credential for its short life: never in
+        // an error.
+        let assertion = crate::auth::assertion_in(request.body());
+        let result = match super::send_token_request(&*self.http, request, self.limits, fetch).await
+        {
+            Ok(response) => rfc::parse_token_response(&response, &self.credentials),
+            Err(e) => Err(e),
+        };
+        match (result, assertion) {
+            (Err(e), Some(assertion)) => Err(e.redacted(&[&assertion])),
+            (result, _) => result,
+        }
     }
 }
 
@@ -180,8 +202,9 @@ impl fmt::Debug for dyn HttpClient {
 }
 
 impl ClientCredentialsBuilder {
-    /// How the client authenticates: Basic (the default), in the body, or
-    /// not at all.
+    /// How the client authenticates: Basic (the default), in the body, a
+    /// signed assertion, mutual TLS, not at all, or detected (see
+    /// [`auth`](crate::auth)).
     pub fn auth(mut self, auth: ClientAuth) -> Self {
         self.auth = auth;
         self
@@ -219,6 +242,7 @@ impl ClientCredentialsBuilder {
     /// Checks the configuration and builds the source.
     pub fn build(self) -> Result<ClientCredentials, ConfigError> {
         let url = endpoint_url(&self.url, self.transport.allows_insecure_http())?;
+        crate::auth::check(self.auth, &self.credentials)?;
         Ok(ClientCredentials {
             url,
             credentials: self.credentials,
