@@ -9,6 +9,8 @@
 //! Each test starts its own peer, as `tests/interop.rs` does, and switches
 //! its nonce demands through `POST /control`.
 
+#![cfg(feature = "jose")]
+
 mod bounded;
 
 use bytes::Bytes;
