@@ -42,17 +42,21 @@ fn claims(proof: &str) -> Value {
     serde_json::from_slice(&bytes).expect("JSON claims")
 }
 
+/// The `Authorization` and `DPoP` headers of a request.
+type Seen = (Option<String>, Option<String>);
+
+/// An answer of the API: its status and headers, by request number.
+type Answer = fn(usize) -> (StatusCode, Vec<(&'static str, String)>);
+
 /// An API that answers every request as `answer` says, and records the
 /// `Authorization` and `DPoP` headers of each.
 #[derive(Clone, Default)]
 struct Api {
-    seen: Arc<Mutex<Vec<(Option<String>, Option<String>)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Api {
-    async fn start(
-        answer: fn(usize) -> (StatusCode, Vec<(&'static str, String)>),
-    ) -> (Self, String) {
+    async fn start(answer: Answer) -> (Self, String) {
         let api = Api::default();
         let seen = Arc::clone(&api.seen);
         let router = Router::new().fallback(move |headers: HeaderMap| {
@@ -83,7 +87,7 @@ impl Api {
         (api, format!("http://{addr}/orders?page=1"))
     }
 
-    fn seen(&self) -> Vec<(Option<String>, Option<String>)> {
+    fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 }
