@@ -106,6 +106,7 @@ pub(crate) fn rejected(status: StatusCode, version: http::Version, headers: &Hea
 /// (RFC 9449 §9): 401 with `WWW-Authenticate: DPoP error="use_dpop_nonce"`.
 /// The token is fine; the request goes again with a proof carrying the
 /// nonce of the answer's `DPoP-Nonce`.
+#[cfg(feature = "jose")]
 pub(crate) fn nonce_challenge(status: StatusCode, headers: &HeaderMap) -> bool {
     status == StatusCode::UNAUTHORIZED
         && headers
