@@ -10,7 +10,9 @@
 //! (`reqwest::Request::try_clone`, a reference count), and a streamed body
 //! is recorded while it is sent and replayed whole, up to the replay limit
 //! (see [`crate::replay`]). Every attempt goes through the middlewares after
-//! this one again.
+//! this one again. With a [DPoP](crate::dpop) key, each attempt carries a
+//! new proof, and a `use_dpop_nonce` challenge is answered once with the
+//! API's nonce, as the layer does.
 //!
 //! Build it from a [`TokenLayer`], which holds the settings (header, scheme,
 //! origins, leeway, revocation, …): the middleware and any layer made from
@@ -79,11 +81,29 @@ impl TokenMiddleware {
         self.face.cache.stats()
     }
 
-    fn attach(&self, request: &mut reqwest::Request, token: &CurrentToken) {
+    /// Puts the token in `request`, and a new DPoP proof for it when the
+    /// token is DPoP-bound; returns the URI the proof names.
+    fn attach(
+        &self,
+        request: &mut reqwest::Request,
+        token: &CurrentToken,
+    ) -> reqwest_middleware::Result<Option<http::Uri>> {
         request.headers_mut().insert(
             &self.face.settings.header_name,
             token.header_value().clone(),
         );
+        #[cfg(feature = "jose")]
+        if let (Some(dpop), Some(ath)) = (&self.face.settings.dpop, token.ath()) {
+            let uri = http::Uri::try_from(request.url().as_str())
+                .map_err(|_| crate::dpop::DpopError::NoTargetUri)
+                .map_err(|e| reqwest_middleware::Error::middleware(crate::Error::from(e)))?;
+            let proof = dpop
+                .proof_with_ath(request.method(), &uri, Some(ath))
+                .map_err(|e| reqwest_middleware::Error::middleware(crate::Error::from(e)))?;
+            request.headers_mut().insert(crate::dpop::DPOP, proof);
+            return Ok(Some(uri));
+        }
+        Ok(None)
     }
 }
 
@@ -154,39 +174,61 @@ impl Middleware for TokenMiddleware {
             return next.run(request, extensions).await;
         }
         let cache = &self.face.cache;
-        let token = cache
+        let mut token = cache
             .acquire()
             .await
             .map_err(reqwest_middleware::Error::middleware)?;
-        let again = if settings.retry_unauthorized {
-            Again::of(&mut request, settings.replay_limit)
-        } else {
-            None
-        };
-        self.attach(&mut request, &token);
-        let response = next.clone().run(request, extensions).await?;
-        if !rejected(response.status(), response.version(), response.headers()) {
-            cache.accepted(&token);
-            return Ok(response);
+        // A retry with a fresh token is the last attempt; a retry for a
+        // DPoP nonce happens once and may still be followed by one.
+        let mut last = false;
+        #[cfg(feature = "jose")]
+        let mut nonce_retried = false;
+        loop {
+            let again = if settings.retry_unauthorized && !last {
+                Again::of(&mut request, settings.replay_limit)
+            } else {
+                None
+            };
+            let target = self.attach(&mut request, &token)?;
+            let response = next.clone().run(request, extensions).await?;
+            #[cfg(feature = "jose")]
+            if let (Some(dpop), Some(uri)) = (&settings.dpop, &target)
+                && dpop.remember_nonce(uri, response.headers())
+                && crate::face::nonce_challenge(response.status(), response.headers())
+            {
+                // The token is fine; the API wants a proof with its nonce.
+                if !nonce_retried && let Some(next_request) = again.and_then(Again::rebuild) {
+                    nonce_retried = true;
+                    dpop.count_nonce_retry();
+                    tracing::debug!("sending the request again with the API's DPoP nonce");
+                    drop(response);
+                    request = next_request;
+                    continue;
+                }
+                return Ok(response);
+            }
+            #[cfg(not(feature = "jose"))]
+            let _ = target;
+            if !rejected(response.status(), response.version(), response.headers()) {
+                cache.accepted(&token);
+                return Ok(response);
+            }
+            // The token goes, whichever attempt carried it.
+            let may_retry = cache.invalidate_if_current(&token);
+            if last {
+                return Ok(response);
+            }
+            let Some(next_request) = again.filter(|_| may_retry).and_then(Again::rebuild) else {
+                return Ok(response);
+            };
+            drop(response);
+            tracing::debug!("retrying the request with a fresh token");
+            token = cache
+                .acquire()
+                .await
+                .map_err(reqwest_middleware::Error::middleware)?;
+            request = next_request;
+            last = true;
         }
-        let may_retry = cache.invalidate_if_current(&token);
-        let Some(mut request) = again.filter(|_| may_retry).and_then(Again::rebuild) else {
-            return Ok(response);
-        };
-        drop(response);
-        tracing::debug!("retrying the request with a fresh token");
-        let token = cache
-            .acquire()
-            .await
-            .map_err(reqwest_middleware::Error::middleware)?;
-        self.attach(&mut request, &token);
-        let response = next.run(request, extensions).await?;
-        if rejected(response.status(), response.version(), response.headers()) {
-            // The retry's answer is final; its token goes all the same.
-            cache.invalidate_if_current(&token);
-        } else {
-            cache.accepted(&token);
-        }
-        Ok(response)
     }
 }

@@ -357,3 +357,36 @@ async fn the_key_the_proofs_and_the_token_never_show_in_debug_errors_or_logs() {
     }
     assert!(shown[0].contains(dpop.thumbprint()));
 }
+
+#[cfg(feature = "reqwest-middleware")]
+#[tokio::test]
+async fn the_reqwest_middleware_sends_proofs_and_follows_a_nonce_once() {
+    bounded::watchdog!();
+    let token = TokenServer::with(dpop_tokens()).await;
+    let (api, url) = Api::start(always_a_new_nonce).await;
+    let layer = TokenLayer::builder(common::source(&token))
+        .dpop(dpop())
+        .build()
+        .unwrap();
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(layer.middleware())
+        .build();
+    let response = client.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let seen = api.seen();
+    assert_eq!(seen.len(), 2, "the first attempt and one retry");
+    let (first, retry) = (
+        claims(seen[0].1.as_deref().unwrap()),
+        claims(seen[1].1.as_deref().unwrap()),
+    );
+    assert_eq!(first["htm"], "GET");
+    assert_eq!(first["htu"], url.split('?').next().unwrap());
+    // base64url(SHA-256("DpOpToKeN-1")), worked out apart.
+    assert_eq!(first["ath"], "m3jR1lx1aPv7ttieP4EMVnO9Kqk3n1Xk0G676GWoE48");
+    assert!(first.get("nonce").is_none());
+    assert_eq!(retry["nonce"], "n-1");
+    assert_ne!(first["jti"], retry["jti"]);
+    assert_eq!(seen[1].0.as_deref(), Some("DPoP DpOpToKeN-1"));
+    assert_eq!(layer.stats().dpop_nonce_retries, 1);
+    assert_eq!(layer.stats().tokens_fetched, 1);
+}

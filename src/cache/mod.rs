@@ -299,6 +299,12 @@ impl CurrentToken {
     pub fn expires_at(&self) -> SystemTime {
         self.cached.expires_at_wall
     }
+
+    /// The `ath` of a DPoP-bound token, computed when it arrived.
+    #[cfg_attr(not(feature = "jose"), allow(dead_code))]
+    pub(crate) fn ath(&self) -> Option<&Arc<str>> {
+        self.cached.ath.as_ref()
+    }
 }
 
 impl fmt::Debug for CurrentToken {
