@@ -172,19 +172,26 @@ impl ProviderBuilder {
         let transport = &self.transport;
         let revoker = |b: RevokeServiceBuilder| b.transport(transport.clone()).build();
         let provider_source = |b: ProviderSourceBuilder| b.transport(transport.clone()).build();
+        // A client without a secret sends none: a secret method becomes
+        // `none`; keys and certificates are kept as they are.
+        let effective = |auth: ClientAuth| {
+            let needs_secret = matches!(
+                auth,
+                ClientAuth::Basic
+                    | ClientAuth::RequestBody
+                    | ClientAuth::AutoDetect
+                    | ClientAuth::ClientSecretJwt
+            );
+            if needs_secret && self.credentials.client_secret().is_none() {
+                ClientAuth::None
+            } else {
+                auth
+            }
+        };
         let client_credentials = |token_url: String, auth: ClientAuth| {
-            let creds = &self.credentials;
-            let public = creds.client_secret().is_none();
-            let secret = creds
-                .client_secret()
-                .cloned()
-                .unwrap_or_else(|| ClientSecret::new(""));
-            let mut b = ClientCredentials::builder(
-                token_url,
-                crate::Credentials::new(creds.client_id(), secret),
-            )
-            .auth(if public { ClientAuth::None } else { auth })
-            .transport(transport.clone());
+            let mut b = ClientCredentials::builder(token_url, self.credentials.clone())
+                .auth(effective(auth))
+                .transport(transport.clone());
             if let Some(scope) = &self.scope {
                 b = b.scope(scope.clone());
             }
@@ -227,11 +234,7 @@ impl ProviderBuilder {
                 ))
             }
             Kind::Rfc(token_url, revoke_url) => {
-                let auth = if creds.client_secret().is_none() {
-                    ClientAuth::None
-                } else {
-                    self.auth
-                };
+                let auth = effective(self.auth);
                 Ok(Provider::new(
                     client_credentials(token_url.clone(), auth)?,
                     revoker(RevokeService::rfc(revoke_url.as_str(), creds.clone()).auth(auth))?,

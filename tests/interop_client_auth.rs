@@ -351,6 +351,14 @@ async fn call_api(
     Ok(response.status())
 }
 
+/// A private JWK the peer generated, loaded as a signing key.
+fn jwk(peer: &Peer, name: &str) -> SigningKey {
+    let key = SigningKey::from_jwk(&peer.ready[name].to_string())
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(key.kid(), peer.ready[name]["kid"].as_str());
+    key
+}
+
 fn source(
     url: &str,
     credentials: Credentials,
@@ -387,6 +395,8 @@ async fn private_key_jwt_with_each_key_type_gets_a_token_the_api_accepts() {
         ("es256", material.es256.clone()),
         ("es384", material.es384.clone()),
         ("eddsa", eddsa),
+        ("jwk_rsa", jwk(&peer, "rsa_jwk")),
+        ("jwk_ec", jwk(&peer, "ec_jwk")),
     ];
     for (name, key) in cases {
         let id = peer.client(name);
@@ -420,7 +430,7 @@ async fn private_key_jwt_with_each_key_type_gets_a_token_the_api_accepts() {
         assert!(fields.contains(&"client_assertion_type"), "{request}");
         assert!(!fields.contains(&"client_secret"), "{request}");
     }
-    assert_eq!(stats["api"]["ok"], 5);
+    assert_eq!(stats["api"]["ok"], 7);
 }
 
 #[tokio::test]

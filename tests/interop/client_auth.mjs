@@ -27,7 +27,7 @@
 // The ready line on stdout:
 //   {"issuer":…,"mtls_token_endpoint":…,"api":…,"stats":…,
 //    "clients":{"rs256":"id",…},"secrets":{"csjwt":…,"post":…},
-//    "eddsa_jwk":{private JWK generated here}}
+//    "eddsa_jwk"|"rsa_jwk"|"ec_jwk":{private JWKs generated here}}
 //
 // The process exits when its stdin closes.
 
@@ -118,9 +118,21 @@ const API = `https://${HOST}:${pApi}/api`;
 // Clients
 // ---------------------------------------------------------------------------
 
-const eddsa = generateKeyPairSync('ed25519');
-const eddsaJwk = { ...eddsa.privateKey.export({ format: 'jwk' }), kid: 'eddsa-1', alg: 'EdDSA' };
-const { d: _d, ...eddsaPublic } = eddsaJwk;
+// Private keys generated here and handed to the test as JWKs (the test
+// loads them with SigningKey::from_jwk); their public halves are registered.
+const privateJwk = (type, options, kid, alg) => ({
+  ...generateKeyPairSync(type, options).privateKey.export({ format: 'jwk' }),
+  kid,
+  alg,
+});
+const publicJwk = (jwk) => {
+  const { d: _d, p: _p, q: _q, dp: _dp, dq: _dq, qi: _qi, ...rest } = jwk;
+  return rest;
+};
+const eddsaJwk = privateJwk('ed25519', undefined, 'eddsa-1', 'EdDSA');
+const eddsaPublic = publicJwk(eddsaJwk);
+const rsaJwk = privateJwk('rsa', { modulusLength: 2048 }, 'jwk-rsa-1', 'RS256');
+const ecJwk = privateJwk('ec', { namedCurve: 'P-256' }, 'jwk-ec-1', 'ES256');
 
 const selfSigned = new X509Certificate(selfSignedPem);
 const selfSignedJwk = {
@@ -154,6 +166,8 @@ const CLIENTS = {
   es256: jwtClient('es256', keys.es256.jwk),
   es384: jwtClient('es384', keys.es384.jwk),
   eddsa: jwtClient('eddsa', eddsaPublic),
+  jwk_rsa: jwtClient('jwk-rsa', publicJwk(rsaJwk)),
+  jwk_ec: jwtClient('jwk-ec', publicJwk(ecJwk)),
   csjwt: {
     ...base,
     client_id: 'csjwt',
@@ -373,4 +387,6 @@ process.stdout.write(`${JSON.stringify({
   clients: Object.fromEntries(Object.entries(registered).map(([k, c]) => [k, c.client_id])),
   secrets: { csjwt: secrets.csjwt, post: secrets.post },
   eddsa_jwk: eddsaJwk,
+  rsa_jwk: rsaJwk,
+  ec_jwk: ecJwk,
 })}\n`);
