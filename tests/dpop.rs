@@ -390,3 +390,27 @@ async fn the_reqwest_middleware_sends_proofs_and_follows_a_nonce_once() {
     assert_eq!(layer.stats().dpop_nonce_retries, 1);
     assert_eq!(layer.stats().tokens_fetched, 1);
 }
+
+#[tokio::test]
+async fn a_service_made_from_the_cache_of_a_dpop_layer_sends_proofs_too() {
+    bounded::watchdog!();
+    let layer = TokenLayer::builder(tower_token::source::from_fn(|_| async {
+        Ok::<_, std::io::Error>(tower_token::Token::new("t-1").with_dpop(true))
+    }))
+    .dpop(dpop())
+    .build()
+    .unwrap();
+    let echo = tower::service_fn(|req: Request<Full<Bytes>>| async move {
+        let dpop = req.headers().get(DPOP).cloned();
+        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(format!(
+            "{} | {}",
+            req.headers()[header::AUTHORIZATION].to_str().unwrap(),
+            dpop.map(|p| claims(p.to_str().unwrap())["htu"].to_string())
+                .unwrap_or_default()
+        )))))
+    });
+    let svc = tower_token::TokenService::new(echo, layer.cache().clone());
+    let (status, body) = send(&svc, get("https://api.example/x?y=1")).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "DPoP t-1 | \"https://api.example/x\"");
+}

@@ -134,9 +134,6 @@ pub enum DpopError {
     /// The key could not sign.
     #[error("the DPoP proof could not be signed: {0}")]
     Sign(KeyError),
-    /// The system's random number generator failed (no `jti`).
-    #[error("no random `jti` for the DPoP proof: the system's random number generator failed")]
-    Random,
     /// The proof is not a valid header value (an `htu` with bytes a header
     /// cannot carry).
     #[error("the DPoP proof is not a valid header value")]
@@ -145,16 +142,19 @@ pub enum DpopError {
 
 impl Dpop {
     /// Proofs signed by `key`. A symmetric key (`HS256`) is refused: a
-    /// proof must be verifiable with the public key it carries.
+    /// proof must be verifiable with the public key it carries. Fails with
+    /// [`KeyError::Generate`] only if the system's random number generator
+    /// does (for the random part of each `jti`).
     pub fn new(key: SigningKey) -> Result<Self, KeyError> {
         if key.algorithm() == Algorithm::HS256 {
             return Err(KeyError::UnsupportedAlgorithm(
                 "HS256 (DPoP needs an asymmetric key)".into(),
             ));
         }
+        let prover = Prover::new(key).ok_or(KeyError::Generate)?;
         Ok(Self {
             shared: Arc::new(Shared {
-                prover: Prover::new(key),
+                prover,
                 nonces: Nonces::default(),
                 nonce_retries: AtomicU64::new(0),
             }),

@@ -73,7 +73,7 @@ fn an_api_proof_has_every_claim_and_verifies_with_its_jwk() {
         assert_eq!(claims["htu"], "https://api.example.com/v1/orders");
         let iat = claims["iat"].as_u64().unwrap();
         assert!(iat >= before && iat <= before + 5, "{iat} vs {before}");
-        assert_eq!(claims["jti"].as_str().unwrap().len(), 22);
+        assert_eq!(claims["jti"].as_str().unwrap().len(), 24);
         // RFC 9449 §4.2: base64url(SHA-256(ASCII(token))).
         assert_eq!(claims["ath"], jose::base64url(&jose::sha256(b"tok-123")));
         assert!(claims.get("nonce").is_none());
@@ -89,6 +89,12 @@ fn a_token_request_proof_has_no_ath_and_each_proof_its_own_jti() {
     for _ in 0..100 {
         let (_, claims) = proof_for(&dpop, Method::POST, "https://as.example/token", None);
         assert!(claims.get("ath").is_none());
+        assert!(jtis.insert(claims["jti"].as_str().unwrap().to_owned()));
+    }
+    // The same key in another `Dpop` (another process, say): other jtis.
+    let again = Dpop::new(dpop.key().clone()).unwrap();
+    for _ in 0..100 {
+        let (_, claims) = proof_for(&again, Method::POST, "https://as.example/token", None);
         assert!(jtis.insert(claims["jti"].as_str().unwrap().to_owned()));
     }
 }

@@ -44,12 +44,15 @@ impl<S> fmt::Debug for TokenService<S> {
 impl<S> TokenService<S> {
     /// Wraps `inner`, sharing `cache`, with the default settings of
     /// [`TokenLayer`](crate::TokenLayer) (`Authorization`, every origin,
-    /// replay after a 401).
+    /// replay after a 401), and the cache's DPoP key, if it has one.
     pub fn new(inner: S, cache: TokenCache) -> Self {
-        let face = Face {
-            cache,
-            settings: Settings::default(),
-        };
+        #[allow(unused_mut)]
+        let mut settings = Settings::default();
+        #[cfg(feature = "jose")]
+        {
+            settings.dpop = cache.shared.config.dpop.clone();
+        }
+        let face = Face { cache, settings };
         Self::from_face(inner, Arc::new(face))
     }
 
