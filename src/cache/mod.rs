@@ -301,7 +301,10 @@ impl CurrentToken {
     }
 
     /// The `ath` of a DPoP-bound token, computed when it arrived.
-    #[cfg_attr(not(feature = "jose"), allow(dead_code))]
+    #[cfg_attr(
+        not(all(feature = "jose", feature = "reqwest-middleware")),
+        allow(dead_code)
+    )]
     pub(crate) fn ath(&self) -> Option<&Arc<str>> {
         self.cached.ath.as_ref()
     }
