@@ -13,6 +13,13 @@
 //!
 //! Besides criterion's figures, interleaved runs print the ratios:
 //! `cargo bench --bench dpop`.
+//!
+//! Instructions, which a busy machine does not blur: with
+//! `P8_CALLGRIND=<n>`, `P8_ALG=es256|ed25519` and
+//! `P8_WHAT=signature|proof|layer`, the bench makes `n` of that after as
+//! many uncounted, and nothing else; under
+//! `valgrind --tool=callgrind --toggle-collect='*callgrind_measured*'`
+//! the count divided by `n` is the cost of one.
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -104,7 +111,61 @@ fn time(n: u32, mut f: impl FnMut()) -> Duration {
     start.elapsed()
 }
 
+/// Where callgrind counts: `--toggle-collect='*callgrind_measured*'`.
+#[inline(never)]
+fn callgrind_measured<T>(f: impl FnOnce() -> T) -> T {
+    f()
+}
+
+/// The callgrind mode (see the module docs), if asked for.
+fn callgrind_only() -> Option<(u32, Algorithm, String)> {
+    let n = std::env::var("P8_CALLGRIND").ok()?.parse().ok()?;
+    let alg = match std::env::var("P8_ALG").ok()?.as_str() {
+        "es256" => Algorithm::ES256,
+        "ed25519" => Algorithm::EdDSA,
+        other => panic!("P8_ALG: es256 or ed25519, not {other}"),
+    };
+    Some((n, alg, std::env::var("P8_WHAT").ok()?))
+}
+
+fn p8_callgrind(n: u32, alg: Algorithm, what: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let uri: Uri = URI.parse().unwrap();
+    let dpop = Dpop::generate(alg).unwrap();
+    let sample = dpop.proof(&Method::GET, &uri, Some(TOKEN)).unwrap();
+    let sample = sample.to_str().unwrap();
+    let input = sample[..sample.rfind('.').unwrap()].as_bytes().to_vec();
+    let key = dpop.key().clone();
+    let mut svc = layer(&rt, Some(&dpop)).layer(Noop);
+    let mut one: Box<dyn FnMut()> = match what {
+        "signature" => Box::new(|| {
+            black_box(key.sign(black_box(&input)).unwrap());
+        }),
+        "proof" => Box::new(|| {
+            black_box(dpop.proof(&Method::GET, &uri, Some(TOKEN)).unwrap());
+        }),
+        "layer" => Box::new(|| call_once(&mut svc, &uri)),
+        other => panic!("P8_WHAT: signature, proof or layer, not {other}"),
+    };
+    for _ in 0..n {
+        one();
+    }
+    callgrind_measured(|| {
+        for _ in 0..n {
+            one();
+        }
+    });
+    println!("P8 callgrind: {n} × {what} ({alg:?}) measured");
+}
+
 fn p8_proof(c: &mut Criterion) {
+    if let Some((n, alg, what)) = callgrind_only() {
+        p8_callgrind(n, alg, &what);
+        return;
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -206,6 +267,9 @@ where
 }
 
 fn p8_end_to_end(c: &mut Criterion) {
+    if callgrind_only().is_some() {
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -91,7 +91,7 @@ impl Prover {
     }
 
     /// The compact JWS of a proof issued at `iat` (seconds since the epoch).
-    pub(crate) fn proof_at(&self, claims: &Claims<'_>, iat: u64) -> Result<String, DpopError> {
+    pub(crate) fn proof_at(&self, claims: &Claims<'_>, iat: u64) -> Result<Vec<u8>, DpopError> {
         CLAIMS.with(|json| match json.try_borrow_mut() {
             Ok(mut json) => self.proof_in(&mut json, claims, iat),
             // Not reached (nothing here calls back in); a buffer of its own.
@@ -105,10 +105,13 @@ impl Prover {
         json: &mut String,
         claims: &Claims<'_>,
         iat: u64,
-    ) -> Result<String, DpopError> {
+    ) -> Result<Vec<u8>, DpopError> {
         json.clear();
         json.push_str(r#"{"jti":""#);
-        jose::base64url_into(&self.jti(), json);
+        let mut jti = [0u8; 24];
+        let jti = encode(&self.jti(), &mut jti);
+        // base64url is ASCII.
+        json.push_str(std::str::from_utf8(jti).unwrap_or_default());
         json.push_str(r#"","htm":""#);
         // A method is an RFC 9110 token: nothing to escape in JSON.
         json.push_str(claims.method.as_str());
@@ -147,17 +150,35 @@ impl Prover {
             jose::Algorithm::RS256 | jose::Algorithm::PS256 => 700,
             _ => 86,
         };
-        let mut out = String::with_capacity(
-            self.header.len() + 2 + json.len().div_ceil(3) * 4 + signature_len,
-        );
-        out.push_str(&self.header);
-        out.push('.');
-        jose::base64url_into(json.as_bytes(), &mut out);
-        let signature = self.key.sign(out.as_bytes()).map_err(DpopError::Sign)?;
-        out.push('.');
-        jose::base64url_into(&signature, &mut out);
+        let mut out =
+            Vec::with_capacity(self.header.len() + 2 + json.len().div_ceil(3) * 4 + signature_len);
+        out.extend_from_slice(self.header.as_bytes());
+        out.push(b'.');
+        extend(json.as_bytes(), &mut out);
+        let signature = self.key.sign(&out).map_err(DpopError::Sign)?;
+        out.push(b'.');
+        extend(&signature, &mut out);
         Ok(out)
     }
+}
+
+/// Unpadded base64url of `bytes` into `buf`, which must be large enough;
+/// the encoded part of `buf`. (Straight into the caller's buffer: the
+/// `String` encoders go through a zeroed scratch buffer of their own.)
+fn encode<'a>(bytes: &[u8], buf: &'a mut [u8]) -> &'a [u8] {
+    use base64::Engine as _;
+    let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode_slice(bytes, buf)
+        .unwrap_or(0);
+    &buf[..n]
+}
+
+/// Appends the unpadded base64url of `bytes` to `out`.
+fn extend(bytes: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.resize(start + bytes.len().div_ceil(3) * 4, 0);
+    let n = encode(bytes, &mut out[start..]).len();
+    out.truncate(start + n);
 }
 
 /// `ath` (RFC 9449 §4.2): base64url of the SHA-256 of the access token.
