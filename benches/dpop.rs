@@ -137,7 +137,7 @@ fn p8_callgrind(n: u32, alg: Algorithm, what: &str) {
     let dpop = Dpop::generate(alg).unwrap();
     let sample = dpop.proof(&Method::GET, &uri, Some(TOKEN)).unwrap();
     let sample = sample.to_str().unwrap();
-    let input = sample[..sample.rfind('.').unwrap()].as_bytes().to_vec();
+    let input = sample.as_bytes()[..sample.rfind('.').unwrap()].to_vec();
     let key = dpop.key().clone();
     let mut svc = layer(&rt, Some(&dpop)).layer(Noop);
     let mut one: Box<dyn FnMut()> = match what {
@@ -178,7 +178,7 @@ fn p8_proof(c: &mut Criterion) {
         // many bytes.
         let sample = dpop.proof(&Method::GET, &uri, Some(TOKEN)).unwrap();
         let sample = sample.to_str().unwrap();
-        let input = sample[..sample.rfind('.').unwrap()].as_bytes().to_vec();
+        let input = sample.as_bytes()[..sample.rfind('.').unwrap()].to_vec();
         let key = dpop.key().clone();
         let mut svc = layer(&rt, Some(&dpop)).layer(Noop);
 

@@ -30,7 +30,7 @@
 //!
 //! **A downgrade.** A server that answers a DPoP token request with
 //! `token_type: Bearer` did not bind the token, and the fetch fails with
-//! [`InvalidResponse::DpopDowngrade`](crate::error::InvalidResponse::DpopDowngrade)
+//! [`InvalidResponse::DpopDowngrade`]
 //! (retried with backoff like any failed fetch), unless
 //! [`allow_bearer_downgrade`](Dpop::allow_bearer_downgrade) lets the token be
 //! sent as a bearer token (without proofs).
