@@ -32,9 +32,24 @@ use tower_token::http_client::ReqwestClient;
 use tower_token::jose::{Algorithm, SigningKey};
 use tower_token::{BoxError, ClientCredentials, Credentials, Error, TokenLayer, Transport};
 
-fn limit() -> Duration {
-    Duration::from_secs(180)
+/// How long to wait for a peer to start (`INTEROP_TIMEOUT_SECS`, default
+/// 30, doubled: this peer generates RSA keys as it starts).
+fn start_timeout() -> Duration {
+    let secs: u64 = std::env::var("INTEROP_TIMEOUT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    Duration::from_secs(secs * 2)
 }
+
+/// The watchdog's limit: a test may wait for two others' peers first.
+fn limit() -> Duration {
+    (start_timeout() * 5).max(Duration::from_secs(300))
+}
+
+/// At most two peers at a time: each Node process imports oidc-provider and
+/// generates keys as it starts, which a busy 2-core machine feels.
+static PEERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 // ---------------------------------------------------------------------------
 // Keys and certificates, generated per test
@@ -186,6 +201,7 @@ fn rand_suffix() -> u64 {
 // ---------------------------------------------------------------------------
 
 struct Peer {
+    _slot: tokio::sync::SemaphorePermit<'static>,
     child: Child,
     stdin: Option<ChildStdin>,
     stderr: Arc<Mutex<String>>,
@@ -198,12 +214,21 @@ impl Peer {
         let dir = material.dir.clone();
         let methods = methods.map(str::to_owned);
         let http = material.reqwest(None);
-        tokio::task::spawn_blocking(move || Self::start_blocking(dir, methods, http))
+        let slot = PEERS
+            .acquire()
+            .await
+            .expect("the peer semaphore is never closed");
+        tokio::task::spawn_blocking(move || Self::start_blocking(slot, dir, methods, http))
             .await
             .expect("starting the peer panicked")
     }
 
-    fn start_blocking(material: PathBuf, methods: Option<String>, http: reqwest::Client) -> Peer {
+    fn start_blocking(
+        slot: tokio::sync::SemaphorePermit<'static>,
+        material: PathBuf,
+        methods: Option<String>,
+        http: reqwest::Client,
+    ) -> Peer {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
         let mut command = Command::new("node");
         command.arg(dir.join("client_auth.mjs")).arg(&material);
@@ -247,8 +272,9 @@ impl Peer {
                 }
             }
         });
-        match rx.recv_timeout(Duration::from_secs(60)) {
+        match rx.recv_timeout(start_timeout()) {
             Ok(ready) => Peer {
+                _slot: slot,
                 stdin: child.stdin.take(),
                 child,
                 stderr,

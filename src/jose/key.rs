@@ -130,6 +130,10 @@ impl SigningKey {
         let Value::Object(object) = value else {
             return Err(KeyError::Format("not a JSON object"));
         };
+        // The parsed members (`d`, `p`, …) are wiped when this returns,
+        // whichever way it returns.
+        let object = WipeOnDrop(object);
+        let object = &object.0;
         let text = |name: &'static str| -> Result<&str, KeyError> {
             object
                 .get(name)
@@ -278,6 +282,20 @@ impl SigningKey {
     /// 64 bytes of Ed25519, the modulus-sized RSA signature.
     pub fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>, KeyError> {
         sign_with(&self.inner.pair, self.inner.algorithm, signing_input)
+    }
+}
+
+/// A parsed JWK whose string members are zeroized on drop.
+struct WipeOnDrop(serde_json::Map<String, Value>);
+
+impl Drop for WipeOnDrop {
+    fn drop(&mut self) {
+        use zeroize::Zeroize as _;
+        for value in self.0.values_mut() {
+            if let Value::String(text) = value {
+                text.zeroize();
+            }
+        }
     }
 }
 
