@@ -42,14 +42,21 @@ fn timeout() -> Duration {
     Duration::from_secs(secs)
 }
 
+/// The watchdog's limit: a test may wait for two others' peers first.
 fn limit() -> Duration {
     (timeout() * 6).max(Duration::from_secs(180))
 }
 
+/// At most two peers at a time: each Node process imports oidc-provider as
+/// it starts, which a busy 2-core machine feels.
+static PEERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// `node tests/interop/server.mjs`, running; stopped on drop (stdin closed,
 /// then killed if it lingers).
 struct Peer {
+    _slot: tokio::sync::SemaphorePermit<'static>,
     child: Child,
+    stderr: Arc<Mutex<String>>,
     stdin: Option<ChildStdin>,
     ready: Value,
     http: HttpClient,
@@ -57,16 +64,37 @@ struct Peer {
 
 impl Peer {
     async fn start() -> Peer {
-        tokio::task::spawn_blocking(|| {
+        let slot = PEERS
+            .acquire()
+            .await
+            .expect("the peer semaphore is never closed");
+        tokio::task::spawn_blocking(move || {
             let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
             let mut child = Command::new("node")
                 .arg(dir.join("server.mjs"))
                 .current_dir(&dir)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
+                .stderr(Stdio::piped())
                 .spawn()
                 .expect("`node` runs (Node.js 20+ and `npm ci --prefix tests/interop`)");
+            // stderr: kept, to be shown when a test fails.
+            let stderr = Arc::new(Mutex::new(String::new()));
+            let mut pipe = child.stderr.take().expect("stderr");
+            let log = Arc::clone(&stderr);
+            std::thread::spawn(move || {
+                use std::io::Read as _;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                    if log.len() < 256 * 1024 {
+                        log.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    }
+                }
+            });
             let stdout = child.stdout.take().expect("stdout");
             let (tx, rx) = mpsc::channel();
             std::thread::spawn(move || {
@@ -85,8 +113,10 @@ impl Peer {
                 panic!("the interop peer did not start: {e}")
             });
             Peer {
+                _slot: slot,
                 stdin: child.stdin.take(),
                 child,
+                stderr,
                 ready,
                 http: Client::builder(TokioExecutor::new()).build_http(),
             }
@@ -177,6 +207,10 @@ impl Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
+            eprintln!("--- interop peer stderr ---\n{log}");
+        }
         drop(self.stdin.take());
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
