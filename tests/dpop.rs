@@ -414,3 +414,45 @@ async fn a_service_made_from_the_cache_of_a_dpop_layer_sends_proofs_too() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, "DPoP t-1 | \"https://api.example/x\"");
 }
+
+#[tokio::test]
+async fn a_router_sends_proofs_on_the_routes_of_a_dpop_layer_only() {
+    bounded::watchdog!();
+    let bound = TokenLayer::builder(tower_token::source::from_fn(|_| async {
+        Ok::<_, std::io::Error>(tower_token::Token::new("bound-1").with_dpop(true))
+    }))
+    .dpop(dpop())
+    .build()
+    .unwrap();
+    let bearer = TokenLayer::new(tower_token::source::from_fn(|_| async {
+        Ok::<_, std::io::Error>(tower_token::Token::new("plain-1"))
+    }));
+    let router = tower_token::router::TokenRouterLayer::builder()
+        .origin("https://dpop.example.com", &bound)
+        .origin("https://bearer.example.com", &bearer)
+        .build()
+        .unwrap();
+    let echo = tower::service_fn(|req: Request<Full<Bytes>>| async move {
+        let proof = req
+            .headers()
+            .get(DPOP)
+            .map(|p| claims(p.to_str().unwrap())["htu"].to_string())
+            .unwrap_or_default();
+        let auth = req.headers()[header::AUTHORIZATION]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(format!(
+            "{auth} | {proof}"
+        )))))
+    });
+    let svc = router.layer(echo);
+    let (_, body) = send(&svc, get("https://dpop.example.com/a?b"))
+        .await
+        .unwrap();
+    assert_eq!(body, "DPoP bound-1 | \"https://dpop.example.com/a\"");
+    let (_, body) = send(&svc, get("https://bearer.example.com/a"))
+        .await
+        .unwrap();
+    assert_eq!(body, "Bearer plain-1 | ");
+}
