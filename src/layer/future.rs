@@ -262,7 +262,7 @@ where
                     };
                     let shared = &face.cache.shared;
                     #[cfg(feature = "jose")]
-                    if let (Some(dpop), Some(attempt)) = (&face.settings.dpop, this.dpop.as_mut()) {
+                    if let (Some(attempt), Some(dpop)) = (this.dpop.as_mut(), &face.settings.dpop) {
                         let has_nonce = dpop.remember_nonce(&attempt.uri, response.headers());
                         if has_nonce && nonce_challenge(response.status(), response.headers()) {
                             // The token is fine: the API wants a proof with its

@@ -138,16 +138,18 @@ where
             if local.deadlines.refresh_due(now, wall) {
                 shared.refresh_ahead(local.generation, now);
             }
-            Some((local.header.clone(), local.generation, local.ath.clone()))
+            Some(&*local)
         }
         _ => None,
     };
     match usable {
-        Some((value, generation, ath)) => {
+        Some(snapshot) => {
+            let generation = snapshot.generation;
             let (mut req, retry) = prepare(inner, req, settings);
-            req.headers_mut().insert(&settings.header_name, value);
+            req.headers_mut()
+                .insert(&settings.header_name, snapshot.header.clone());
             #[cfg(feature = "jose")]
-            if let (Some(dpop), Some(ath)) = (&settings.dpop, &ath) {
+            if let (Some(ath), Some(dpop)) = (&snapshot.ath, &settings.dpop) {
                 // A proof of its own for this request (RFC 9449 §7).
                 if let Err(e) = dpop.attach(&mut req, ath) {
                     // Not sent: give back what `poll_ready` reserved.
@@ -158,8 +160,6 @@ where
                 return ResponseFuture::called(inner.call(req), generation, retry, face.clone())
                     .with_dpop(attempt);
             }
-            #[cfg(not(feature = "jose"))]
-            let _ = ath;
             ResponseFuture::called(inner.call(req), generation, retry, face.clone())
         }
         None => {
