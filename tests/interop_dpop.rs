@@ -531,3 +531,40 @@ async fn a_proof_taken_from_one_request_is_refused_with_another() {
     let (status, _) = get(&api, &peer.resource()).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[cfg(feature = "reqwest-middleware")]
+#[tokio::test]
+async fn the_reqwest_middleware_carries_proofs_the_api_accepts_and_follows_its_nonce() {
+    bounded::watchdog!(limit());
+    let peer = Peer::start().await;
+    peer.control(json!({ "rs_nonce": true })).await;
+    let dpop = Dpop::generate(Algorithm::EdDSA).unwrap();
+    let layer = TokenLayer::builder(peer.source())
+        .dpop(dpop.clone())
+        .build()
+        .unwrap();
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(layer.middleware())
+        .build();
+    for i in 0..10 {
+        let response = tokio::time::timeout(
+            timeout(),
+            client.get(format!("{}?call={i}", peer.resource())).send(),
+        )
+        .await
+        .expect("an answer in time")
+        .expect("call");
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let seen: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(seen["jkt"], dpop.thumbprint());
+    }
+    let stats = peer.stats().await;
+    assert_eq!(n(&stats, &["dpop", "ok"]), 10, "{stats}");
+    assert_eq!(n(&stats, &["dpop", "nonce_challenges"]), 1, "{stats}");
+    assert_eq!(n(&stats, &["dpop", "htu_with_query"]), 0, "{stats}");
+    assert_eq!(stats["dpop"]["rejected"], json!({}), "{stats}");
+    assert_eq!(issued(&stats), 1);
+    assert_eq!(layer.stats().dpop_nonce_retries, 1);
+}
