@@ -299,6 +299,8 @@ impl TokenLayerBuilder {
     /// Binds tokens to `dpop`'s key (RFC 9449; see [`crate::dpop`]): token
     /// requests and API requests carry a DPoP proof each, the token goes as
     /// `Authorization: DPoP <token>`, and servers' nonces are followed.
+    /// Layers given clones of one [`Dpop`](crate::dpop::Dpop) share its
+    /// nonces, and its count of nonce retries in [`Stats`].
     ///
     /// ```
     /// use tower_token::{dpop::Dpop, jose::Algorithm, source, Token, TokenLayer};
