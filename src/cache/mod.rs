@@ -216,6 +216,7 @@ pub(crate) struct Snapshot {
     pub(crate) generation: u64,
     pub(crate) header: HeaderValue,
     /// See [`CachedToken::ath`].
+    #[cfg_attr(not(feature = "jose"), allow(dead_code))]
     pub(crate) ath: Option<Arc<str>>,
     pub(crate) deadlines: Deadlines,
 }
