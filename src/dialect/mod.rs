@@ -172,6 +172,7 @@ impl Credentials {
         self
     }
 
+    #[cfg(feature = "jose")]
     pub(crate) fn assertion_settings(&self) -> &crate::auth::AssertionSettings {
         &self.assertion
     }
