@@ -17,6 +17,7 @@
 //! Run by hand: `bash tests/interop/run.sh`.
 
 mod bounded;
+mod node_peer;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
@@ -24,11 +25,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use node_peer::NodeProcess;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::{Command, ExitStatus};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_token::dialect::{ClientAuth, Credentials};
@@ -66,9 +66,7 @@ impl Registered {
 
 /// `node tests/interop/server.mjs`, running; stopped on drop.
 struct Peer {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stderr: Arc<Mutex<String>>,
+    process: NodeProcess,
     issuer: String,
     resource: String,
     stats_url: String,
@@ -83,11 +81,7 @@ struct Peer {
 
 /// How long to wait for the peer to start, and for any one HTTP exchange.
 fn timeout() -> Duration {
-    let secs = std::env::var("INTEROP_TIMEOUT_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
-    Duration::from_secs(secs)
+    node_peer::timeout()
 }
 
 /// The watchdog's limit for each test (`tests/bounded`): a test may first
@@ -111,68 +105,7 @@ impl Peer {
     }
 
     fn start_blocking() -> Peer {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
-        let mut child = Command::new("node")
-            .arg(dir.join("server.mjs"))
-            .current_dir(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "could not run `node` ({e}): the interop tests need Node.js 20+ on PATH \
-                     and `npm ci --prefix tests/interop`"
-                )
-            });
-
-        // stderr: kept, to be shown when a test fails.
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().unwrap();
-        let log = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-                if log.len() < 256 * 1024 {
-                    log.push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            }
-        });
-
-        // stdout: the ready line, then drained until the peer exits.
-        let (tx, rx) = mpsc::channel::<Value>();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(sender) = &tx
-                    && let Ok(value) = serde_json::from_str::<Value>(&line)
-                    && value.get("issuer").is_some()
-                {
-                    let _ = sender.send(value);
-                    tx = None;
-                }
-            }
-        });
-
-        let ready = match rx.recv_timeout(timeout()) {
-            Ok(ready) => ready,
-            Err(e) => {
-                let _ = child.kill();
-                let status = child.wait();
-                std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "the interop peer did not start ({e}; exit: {status:?}). \
-                     Did `npm ci --prefix tests/interop` run? Its stderr:\n{}",
-                    stderr.lock().unwrap_or_else(|e| e.into_inner())
-                );
-            }
-        };
+        let (process, ready) = NodeProcess::start::<&str>("server.mjs", &[], timeout());
 
         let text = |key: &str| -> String {
             ready[key]
@@ -188,9 +121,7 @@ impl Peer {
             }
         };
         Peer {
-            stdin: child.stdin.take(),
-            child,
-            stderr,
+            process,
             issuer: text("issuer"),
             resource: text("resource"),
             stats_url: text("stats"),
@@ -206,29 +137,16 @@ impl Peer {
 
     /// Closes the peer's stdin and waits (up to 5 s) for it to exit.
     fn stop(&mut self) -> Option<ExitStatus> {
-        drop(self.stdin.take());
-        self.wait_exit()
+        self.process.stop()
     }
 
     /// Waits (up to 5 s) for the peer to exit.
     fn wait_exit(&mut self) -> Option<ExitStatus> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => return Some(status),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => return None,
-            }
-        }
+        self.process.wait_exit()
     }
 
     fn stderr(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.process.stderr()
     }
 
     /// The issuer's metadata, found by discovery.
@@ -272,18 +190,6 @@ impl Peer {
 
     async fn active(&self, token: &str) -> bool {
         self.introspect(token).await["active"] == Value::Bool(true)
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        if self.stop().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- interop peer stderr ---\n{}", self.stderr());
-        }
     }
 }
 
@@ -968,7 +874,7 @@ async fn the_peer_stops_on_sigterm() {
     let _shared = QUIET.read().await;
     let mut peer = Peer::start().await;
     let killed = Command::new("kill")
-        .args(["-TERM", &peer.child.id().to_string()])
+        .args(["-TERM", &peer.process.child.id().to_string()])
         .status()
         .expect("kill");
     assert!(killed.success());

@@ -14,14 +14,13 @@
 //! method needs one.
 
 mod bounded;
+mod node_peer;
 
 use http::StatusCode;
+use node_peer::NodeProcess;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_token::adapter::ReqwestService;
@@ -35,11 +34,7 @@ use tower_token::{BoxError, ClientCredentials, Credentials, Error, TokenLayer, T
 /// How long to wait for a peer to start (`INTEROP_TIMEOUT_SECS`, default
 /// 30, doubled: this peer generates RSA keys as it starts).
 fn start_timeout() -> Duration {
-    let secs: u64 = std::env::var("INTEROP_TIMEOUT_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
-    Duration::from_secs(secs * 2)
+    node_peer::timeout() * 2
 }
 
 /// The watchdog's limit: a test may wait for two others' peers first.
@@ -201,10 +196,8 @@ fn rand_suffix() -> u64 {
 // ---------------------------------------------------------------------------
 
 struct Peer {
+    process: NodeProcess,
     _slot: tokio::sync::SemaphorePermit<'static>,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stderr: Arc<Mutex<String>>,
     ready: Value,
     http: reqwest::Client,
 }
@@ -229,67 +222,17 @@ impl Peer {
         methods: Option<String>,
         http: reqwest::Client,
     ) -> Peer {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
-        let mut command = Command::new("node");
-        command.arg(dir.join("client_auth.mjs")).arg(&material);
+        let mut args = vec![material.into_os_string()];
         if let Some(methods) = methods {
-            command.arg("--methods").arg(methods);
+            args.push("--methods".into());
+            args.push(methods.into());
         }
-        let mut child = command
-            .current_dir(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("could not run `node` ({e}): the interop tests need Node.js 20+ and `npm ci --prefix tests/interop`")
-            });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().expect("stderr");
-        let log = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-                if log.len() < 256 * 1024 {
-                    log.push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            }
-        });
-        let (tx, rx) = mpsc::channel::<Value>();
-        let stdout = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(sender) = tx.take()
-                    && let Ok(value) = serde_json::from_str::<Value>(&line)
-                {
-                    let _ = sender.send(value);
-                }
-            }
-        });
-        match rx.recv_timeout(start_timeout()) {
-            Ok(ready) => Peer {
-                _slot: slot,
-                stdin: child.stdin.take(),
-                child,
-                stderr,
-                ready,
-                http,
-            },
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "the client-auth peer did not start ({e}); its stderr:\n{}",
-                    stderr.lock().unwrap_or_else(|e| e.into_inner())
-                );
-            }
+        let (process, ready) = NodeProcess::start("client_auth.mjs", &args, start_timeout());
+        Peer {
+            process,
+            _slot: slot,
+            ready,
+            http,
         }
     }
 
@@ -337,24 +280,7 @@ impl Peer {
     }
 
     fn stderr(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        for _ in 0..100 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.stderr()
     }
 }
 

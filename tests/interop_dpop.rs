@@ -12,6 +12,7 @@
 #![cfg(feature = "jose")]
 
 mod bounded;
+mod node_peer;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
@@ -19,12 +20,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use node_peer::NodeProcess;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_token::dpop::{DPOP, Dpop};
 use tower_token::jose::Algorithm;
@@ -35,11 +34,7 @@ use tower_token::{
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 fn timeout() -> Duration {
-    let secs = std::env::var("INTEROP_TIMEOUT_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
-    Duration::from_secs(secs)
+    node_peer::timeout()
 }
 
 /// The watchdog's limit: a test may wait for two others' peers first.
@@ -54,10 +49,9 @@ static PEERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 /// `node tests/interop/server.mjs`, running; stopped on drop (stdin closed,
 /// then killed if it lingers).
 struct Peer {
+    /// Stopped when the peer drops.
+    _process: NodeProcess,
     _slot: tokio::sync::SemaphorePermit<'static>,
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-    stdin: Option<ChildStdin>,
     ready: Value,
     http: HttpClient,
 }
@@ -69,54 +63,10 @@ impl Peer {
             .await
             .expect("the peer semaphore is never closed");
         tokio::task::spawn_blocking(move || {
-            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
-            let mut child = Command::new("node")
-                .arg(dir.join("server.mjs"))
-                .current_dir(&dir)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("`node` runs (Node.js 20+ and `npm ci --prefix tests/interop`)");
-            // stderr: kept, to be shown when a test fails.
-            let stderr = Arc::new(Mutex::new(String::new()));
-            let mut pipe = child.stderr.take().expect("stderr");
-            let log = Arc::clone(&stderr);
-            std::thread::spawn(move || {
-                use std::io::Read as _;
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-                    if log.len() < 256 * 1024 {
-                        log.push_str(&String::from_utf8_lossy(&buf[..n]));
-                    }
-                }
-            });
-            let stdout = child.stdout.take().expect("stdout");
-            let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || {
-                let mut tx = Some(tx);
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    if let Some(sender) = tx.take()
-                        && let Ok(value) = serde_json::from_str::<Value>(&line)
-                    {
-                        let _ = sender.send(value);
-                    }
-                }
-            });
-            let ready = rx.recv_timeout(timeout()).unwrap_or_else(|e| {
-                let _ = child.kill();
-                panic!("the interop peer did not start: {e}")
-            });
+            let (process, ready) = NodeProcess::start::<&str>("server.mjs", &[], timeout());
             Peer {
+                _process: process,
                 _slot: slot,
-                stdin: child.stdin.take(),
-                child,
-                stderr,
                 ready,
                 http: Client::builder(TokioExecutor::new()).build_http(),
             }
@@ -202,25 +152,6 @@ impl Peer {
         let (status, _, body) = self.exchange(request).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         serde_json::from_str(&body).expect("introspection")
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
-            eprintln!("--- interop peer stderr ---\n{log}");
-        }
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
