@@ -16,8 +16,7 @@ use common::{Canned, TokenBehaviour, TokenServer, http_client, send, serve, toke
 use http::{HeaderMap, Request, StatusCode, header};
 use http_body_util::Full;
 use serde_json::{Value, json};
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use tower::Layer;
 use tower_token::dpop::{DPOP, DPOP_NONCE, Dpop};
 use tower_token::error::InvalidResponse;
@@ -276,34 +275,8 @@ fn a_dpop_key_with_a_shared_store_is_a_configuration_error() {
     assert!(err.to_string().contains("dpop"), "{err}");
 }
 
-/// Captures everything written by the global `tracing` subscriber of this
-/// test binary, at every level.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture() -> &'static Capture {
-    static CAPTURE: OnceLock<Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture = Capture::default();
-        let writer = capture.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .init();
-        capture
-    })
+fn capture() -> &'static common::Capture {
+    common::global_capture()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,7 +318,7 @@ async fn the_key_the_proofs_and_the_token_never_show_in_debug_errors_or_logs() {
         format!("{svc:?}"),
         format!("{:?}", layer.stats()),
         format!("{err} {err:?}"),
-        String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned(),
+        capture.text(),
     ];
     for text in &shown {
         for secret in &forbidden {

@@ -21,7 +21,6 @@ use common::{CLIENT_ID, CLIENT_SECRET, Canned, TokenServer};
 use http::StatusCode;
 use serde_json::json;
 use std::convert::Infallible;
-use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -365,27 +364,12 @@ async fn refresh_grant_oauth_errors_fall_back_to_client_credentials() {
     .await;
 }
 
-/// Captured `tracing` output of the current thread.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The fallback is traced at debug level with the OAuth code, and the trace
 /// holds neither the refresh token nor the client secret.
 #[tokio::test(flavor = "current_thread")]
 async fn refresh_grant_fallback_is_traced_with_its_code() {
     bounded::watchdog!();
-    let capture = Capture::default();
+    let capture = common::Capture::default();
     let writer = capture.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::DEBUG)
@@ -414,7 +398,7 @@ async fn refresh_grant_fallback_is_traced_with_its_code() {
         ]
     );
 
-    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let log = capture.text();
     let line = log
         .lines()
         .find(|l| l.contains("DEBUG") && l.contains("unauthorized_client"))

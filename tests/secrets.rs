@@ -11,8 +11,7 @@ use common::{
 };
 use http::Request;
 use http_body_util::Empty;
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use tower::Layer;
 use tower_token::{ClientCredentials, Token, TokenLayer};
 
@@ -45,34 +44,8 @@ fn assert_clean(what: &str, shown: &str) {
     }
 }
 
-/// Captures everything written by the global `tracing` subscriber of this
-/// test binary, at every level.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture() -> &'static Capture {
-    static CAPTURE: OnceLock<Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture = Capture::default();
-        let writer = capture.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .init();
-        capture
-    })
+fn capture() -> &'static common::Capture {
+    common::global_capture()
 }
 
 fn token_server_behaviour() -> TokenBehaviour {
@@ -133,7 +106,7 @@ async fn debug_of_layer_source_service_stats_and_token_is_redacted() {
     for (what, text) in &shown {
         assert_clean(what, text);
     }
-    let log = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
+    let log = capture.text();
     assert!(
         log.contains("token fetched"),
         "tracing output was not captured"
@@ -183,10 +156,7 @@ async fn errors_echoing_the_secret_are_redacted() {
         assert_clean(&what, &typed.to_string());
         assert_eq!(api.count(), 0);
     }
-    assert_clean(
-        "tracing output",
-        &String::from_utf8_lossy(&capture.0.lock().unwrap()),
-    );
+    assert_clean("tracing output", &capture.text());
 }
 
 /// The header the layer attaches is marked sensitive, so HTTP stacks that
