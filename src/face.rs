@@ -77,14 +77,22 @@ pub(crate) fn grpc_unauthenticated(headers: &HeaderMap) -> bool {
 /// Whether an answer says the token was rejected: 401 without
 /// `error="insufficient_scope"`, or a gRPC `UNAUTHENTICATED` in the headers
 /// (gRPC is HTTP/2 only, so other answers skip that lookup).
+#[inline]
 pub(crate) fn rejected(status: StatusCode, version: http::Version, headers: &HeaderMap) -> bool {
     if status == StatusCode::UNAUTHORIZED {
-        let insufficient_scope = headers
-            .get_all(http::header::WWW_AUTHENTICATE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| crate::challenge::bearer_error(v).as_deref() == Some("insufficient_scope"));
-        return !insufficient_scope;
+        return unauthorized_rejects(headers);
     }
     version == http::Version::HTTP_2 && grpc_unauthenticated(headers)
+}
+
+/// Whether a 401 rejects the token: it does unless its challenge says
+/// `error="insufficient_scope"`.
+#[cold]
+fn unauthorized_rejects(headers: &HeaderMap) -> bool {
+    let insufficient_scope = headers
+        .get_all(http::header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| crate::challenge::bearer_error(v).as_deref() == Some("insufficient_scope"));
+    !insufficient_scope
 }

@@ -234,6 +234,8 @@ where
 /// Makes `req` ready to be sent again: when retries are on and its body can
 /// be replayed, returns the request to send (its body possibly wrapped in a
 /// recording) with the retry template, copied before the token goes in.
+/// Inlined, so that with retries off the request is not moved.
+#[inline]
 pub(crate) fn prepare<S: Clone, B: ReplayBody>(
     svc: &S,
     req: Request<B>,
@@ -242,6 +244,15 @@ pub(crate) fn prepare<S: Clone, B: ReplayBody>(
     if !settings.retry_unauthorized {
         return (req, None);
     }
+    copy_for_retry(svc, req, settings)
+}
+
+/// [`prepare`] with retries on.
+fn copy_for_retry<S: Clone, B: ReplayBody>(
+    svc: &S,
+    req: Request<B>,
+    settings: &Settings,
+) -> (Request<B>, Option<Box<RetryTemplate<S, B>>>) {
     let (parts, body) = req.into_parts();
     let (body, replay) = body.replay(settings.replay_limit);
     if !replay.is_possible() {

@@ -138,9 +138,16 @@ where
         _ => None,
     };
     match usable {
+        Some((value, generation)) if !settings.retry_unauthorized => {
+            // Nothing to copy for a retry: the request is not moved until
+            // the inner service takes it.
+            let mut req = req;
+            attach(&mut req, settings, value);
+            ResponseFuture::called(inner.call(req), generation, None, face.clone())
+        }
         Some((value, generation)) => {
             let (mut req, retry) = prepare(inner, req, settings);
-            req.headers_mut().insert(&settings.header_name, value);
+            attach(&mut req, settings, value);
             ResponseFuture::called(inner.call(req), generation, retry, face.clone())
         }
         None => {
@@ -155,4 +162,11 @@ where
             ResponseFuture::acquire(waiting, req, face.clone())
         }
     }
+}
+
+/// Puts what the token adds to a request into it: the header value, in the
+/// face's header (`Authorization` unless configured otherwise).
+#[inline]
+pub(crate) fn attach<B>(req: &mut Request<B>, settings: &Settings, value: http::HeaderValue) {
+    req.headers_mut().insert(&settings.header_name, value);
 }
