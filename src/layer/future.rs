@@ -1,7 +1,8 @@
 use super::body::{ResponseBody, Watch};
+use super::local::FaceHandle;
 use crate::cache::{CachedToken, Shared};
 use crate::error::{BoxError, Error};
-use crate::face::{Face, Settings, rejected};
+use crate::face::{Settings, rejected};
 use crate::http_client::BoxFuture;
 use crate::replay::{Replay, ReplayBody};
 use http::{Extensions, HeaderMap, Method, Request, Response, Uri, Version};
@@ -53,7 +54,7 @@ pin_project! {
     {
         #[pin]
         state: State<S, B>,
-        face: Option<Arc<Face>>,
+        face: Option<FaceHandle>,
     }
 }
 
@@ -92,7 +93,7 @@ where
         fut: S::Future,
         generation: u64,
         retry: Option<Box<RetryTemplate<S, B>>>,
-        face: Arc<Face>,
+        face: FaceHandle,
     ) -> Self {
         Self {
             state: State::Called {
@@ -105,7 +106,7 @@ where
     }
 
     /// Waits for a token, then makes `svc` (not yet ready) ready and sends.
-    pub(crate) fn acquire(svc: S, req: Request<B>, face: Arc<Face>) -> Self {
+    pub(crate) fn acquire(svc: S, req: Request<B>, face: FaceHandle) -> Self {
         Self {
             state: State::Acquire {
                 fut: acquire(&face.cache.shared),

@@ -1,6 +1,7 @@
 use super::body::ResponseBody;
 use super::future::{ResponseFuture, prepare};
-use crate::cache::{Snapshot, Stats, TokenCache};
+use super::local::{FaceHandle, Local};
+use crate::cache::{Stats, TokenCache};
 use crate::error::BoxError;
 use crate::face::{Face, Settings};
 use crate::replay::ReplayBody;
@@ -28,7 +29,7 @@ pub struct TokenService<S> {
     inner: S,
     face: Arc<Face>,
     /// This clone's copy of the current token's header and deadlines.
-    local: Option<Snapshot>,
+    local: Local,
 }
 
 impl<S> fmt::Debug for TokenService<S> {
@@ -55,7 +56,7 @@ impl<S> TokenService<S> {
         Self {
             inner,
             face,
-            local: None,
+            local: Local::new(),
         }
     }
 
@@ -111,7 +112,7 @@ where
 pub(crate) fn attach_and_call<S, ReqBody, ResBody>(
     inner: &mut S,
     face: &Arc<Face>,
-    local: &mut Option<Snapshot>,
+    local: &mut Local,
     req: Request<ReqBody>,
 ) -> ResponseFuture<S, ReqBody>
 where
@@ -124,31 +125,26 @@ where
     }
     let now = Instant::now();
     let wall = shared.wall();
-    let generation = shared.current_generation();
-    if local.as_ref().is_none_or(|l| l.generation != generation) {
-        *local = shared.snapshot();
+    let usable = local.usable(face, shared.current_generation(), now, wall);
+    if let Some(current) = &usable
+        && current.refresh_due
+    {
+        shared.refresh_ahead(current.generation, now);
     }
-    let usable = match local {
-        Some(local) if local.deadlines.usable(now, wall) => {
-            if local.deadlines.refresh_due(now, wall) {
-                shared.refresh_ahead(local.generation, now);
-            }
-            Some((local.header.clone(), local.generation))
-        }
-        _ => None,
-    };
     match usable {
-        Some((value, generation)) if !settings.retry_unauthorized => {
+        Some(current) if !settings.retry_unauthorized => {
             // Nothing to copy for a retry: the request is not moved until
             // the inner service takes it.
             let mut req = req;
-            attach(&mut req, settings, value);
-            ResponseFuture::called(inner.call(req), generation, None, face.clone())
+            attach(&mut req, settings, current.header);
+            let fut = inner.call(req);
+            ResponseFuture::called(fut, current.generation, None, current.face)
         }
-        Some((value, generation)) => {
+        Some(current) => {
             let (mut req, retry) = prepare(inner, req, settings);
-            attach(&mut req, settings, value);
-            ResponseFuture::called(inner.call(req), generation, retry, face.clone())
+            attach(&mut req, settings, current.header);
+            let fut = inner.call(req);
+            ResponseFuture::called(fut, current.generation, retry, current.face)
         }
         None => {
             // Wait for a token holding no capacity of the inner service:
@@ -159,7 +155,7 @@ where
             // clone of its own ready once the token is there.
             let waiting = inner.clone();
             drop(std::mem::replace(inner, waiting.clone()));
-            ResponseFuture::acquire(waiting, req, face.clone())
+            ResponseFuture::acquire(waiting, req, FaceHandle::Shared(Arc::clone(face)))
         }
     }
 }
