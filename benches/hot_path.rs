@@ -16,7 +16,8 @@
 //! runs N requests of one variant in `callgrind_requests` and exits (the
 //! names are in [`VARIANTS`]); `benches/callgrind.sh` runs them all under
 //! `valgrind --tool=callgrind --toggle-collect='*callgrind_requests*'` and
-//! prints the table.
+//! prints the table. `HOT_PATH_P2=rounds` runs P2 alone, interleaved, and
+//! prints its table (see [`p2_interleaved`]).
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
@@ -501,7 +502,89 @@ criterion_group! {
     targets = p1_hot_path, p2_contention
 }
 
+/// `HOT_PATH_P2=rounds`: P2 without criterion. In each round every
+/// service runs 1 thread, then all threads, `HOT_PATH_P2_ITERS` requests
+/// per thread (default 2,000,000), the services taking turns; the best
+/// round of each counts (what the machine gives when nobody else takes a
+/// core). Prints the throughput, each service's gain from 1 thread to all,
+/// that gain against the static header's, and all threads against the
+/// `tokio::sync::RwLock` cache.
+fn p2_interleaved(rounds: u32) {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let iters = std::env::var("HOT_PATH_P2_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000u64);
+    type Run = Box<dyn Fn(usize) -> Duration>;
+    let boxed =
+        |svc: Box<dyn Fn(usize, u64) -> Duration>| -> Run { Box::new(move |t| svc(t, iters)) };
+    let token = token_layer().layer(Noop);
+    let token_no_replay = token_layer_with(false).layer(Noop);
+    let (static_h, shared_h, std_rw, tokio_rw) =
+        (static_header(), shared_header(), std_cache(), tokio_cache());
+    let services: Vec<(&str, Run)> = vec![
+        (
+            "set_request_header_static",
+            boxed(Box::new(move |t, n| contended(&static_h, t, n))),
+        ),
+        (
+            "set_request_header_refcounted",
+            boxed(Box::new(move |t, n| contended(&shared_h, t, n))),
+        ),
+        (
+            "token_service",
+            boxed(Box::new(move |t, n| contended(&token, t, n))),
+        ),
+        (
+            "token_service_no_401_replay",
+            boxed(Box::new(move |t, n| contended(&token_no_replay, t, n))),
+        ),
+        (
+            "std_rwlock_cache",
+            boxed(Box::new(move |t, n| contended(&std_rw, t, n))),
+        ),
+        (
+            "tokio_rwlock_cache",
+            boxed(Box::new(move |t, n| contended(&tokio_rw, t, n))),
+        ),
+    ];
+    // Requests per second: best round, 1 thread and all threads.
+    let mut best = vec![[0f64; 2]; services.len()];
+    for _ in 0..rounds {
+        for (i, (_, run)) in services.iter().enumerate() {
+            for (slot, threads) in [1, cores].into_iter().enumerate() {
+                let rps = (iters * threads as u64) as f64 / run(threads).as_secs_f64();
+                best[i][slot] = best[i][slot].max(rps);
+            }
+        }
+    }
+    let gain = |i: usize| best[i][1] / best[i][0];
+    println!("P2, {rounds} interleaved rounds, {iters} requests per thread, best round of each:");
+    println!(
+        "| service | 1 thread | {cores} threads | gain | gain vs static | {cores} threads vs tokio RwLock |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let tokio_all = best[services.len() - 1][1];
+    for (i, (name, _)) in services.iter().enumerate() {
+        println!(
+            "| {name} | {:.2} M/s | {:.2} M/s | {:.2}× | {:.2} | {:.2}× |",
+            best[i][0] / 1e6,
+            best[i][1] / 1e6,
+            gain(i),
+            gain(i) / gain(0),
+            best[i][1] / tokio_all
+        );
+    }
+}
+
 fn main() {
+    if let Ok(rounds) = std::env::var("HOT_PATH_P2") {
+        let rounds = rounds
+            .parse()
+            .unwrap_or_else(|_| panic!("HOT_PATH_P2={rounds}: expected a count of rounds"));
+        p2_interleaved(rounds);
+        return;
+    }
     if let Ok(n) = std::env::var("HOT_PATH_CALLGRIND") {
         let n = n
             .parse()
