@@ -249,6 +249,7 @@ pub(crate) fn prepare<S: Clone, B: ReplayBody>(
 }
 
 /// [`prepare`] with retries on.
+#[inline]
 fn copy_for_retry<S: Clone, B: ReplayBody>(
     svc: &S,
     req: Request<B>,
