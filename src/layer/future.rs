@@ -1,5 +1,6 @@
 use super::body::{ResponseBody, Watch};
 use super::local::FaceHandle;
+use super::service::attach;
 use crate::cache::{CachedToken, Shared};
 use crate::error::{BoxError, Error};
 use crate::face::{Settings, rejected};
@@ -159,10 +160,7 @@ where
                     } else {
                         None
                     };
-                    pending
-                        .1
-                        .headers_mut()
-                        .insert(&face.settings.header_name, token.header.clone());
+                    attach(&mut pending.1, &face.settings, token.header.clone());
                     this.state.set(State::Ready {
                         pending: Some(pending),
                         generation: token.generation,

@@ -4,8 +4,8 @@
 //! on the request path) and, while it has not moved, sends the copy the
 //! clone holds. The copy has header bytes of its own and its own handle on
 //! the face for the futures of its requests, so the reference counts a
-//! request touches belong to that clone alone: clones on different cores
-//! write no cache line in common.
+//! request touches belong to that clone alone: requests of clones on
+//! different cores write no reference count in common.
 //!
 //! A new clone shares the copy of the clone it was made from, for its
 //! first request; its second request makes a copy of its own. So the
@@ -30,7 +30,7 @@ pub(crate) struct Own {
 }
 
 impl Own {
-    /// A copy of `snapshot` with header bytes of its own.
+    /// A copy of a token, with header bytes of its own.
     fn new(face: &Arc<Face>, generation: u64, header: &HeaderValue, deadlines: Deadlines) -> Self {
         Self {
             face: Arc::clone(face),

@@ -161,7 +161,9 @@ where
 }
 
 /// Puts what the token adds to a request into it: the header value, in the
-/// face's header (`Authorization` unless configured otherwise).
+/// face's header (`Authorization` unless configured otherwise). Every
+/// attempt of the layer and the router goes through here, the first (from
+/// the clone's copy) and those that waited for a token or a retry.
 #[inline]
 pub(crate) fn attach<B>(req: &mut Request<B>, settings: &Settings, value: http::HeaderValue) {
     req.headers_mut().insert(&settings.header_name, value);
