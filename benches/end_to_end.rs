@@ -15,7 +15,8 @@
 //!   the process: client and server) is read from `/proc/self/task`.
 //!
 //! Run: `cargo bench --bench end_to_end --features reqwest-middleware`.
-//! `P5_REQWEST_ROUNDS` (default 60) and `P5_REQWEST_BATCH` (default 1,000
+//! `P5_HYPER_ROUNDS` (default 10) sets the interleaved hyper rounds of
+//! 2,000 requests per stack; `P5_REQWEST_ROUNDS` (default 60) and `P5_REQWEST_BATCH` (default 1,000
 //! requests per stack per round) size the reqwest part.
 //!
 //! Instructions per request, which a busy machine does not blur: with
@@ -131,12 +132,13 @@ fn p5(c: &mut Criterion) {
     group.finish();
 
     // Interleaved runs, so both see the same machine.
+    let rounds = env_or("P5_HYPER_ROUNDS", 10).max(1);
     let (mut t_token, mut t_static) = (Duration::ZERO, Duration::ZERO);
-    for _ in 0..10 {
+    for _ in 0..rounds {
         t_token += rt.block_on(drive(token_svc.clone(), &url, BATCH));
         t_static += rt.block_on(drive(static_svc.clone(), &url, BATCH));
     }
-    let rps = |t: Duration| (10 * BATCH) as f64 / t.as_secs_f64();
+    let rps = |t: Duration| (rounds * BATCH) as f64 / t.as_secs_f64();
     println!(
         "P5: token layer {:.0} req/s, static header {:.0} req/s, ratio {:.3} (target >= 0.97)",
         rps(t_token),

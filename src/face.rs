@@ -81,25 +81,34 @@ pub(crate) fn grpc_unauthenticated(headers: &HeaderMap) -> bool {
 
 /// Whether an answer says the token was rejected: 401 without
 /// `error="insufficient_scope"` (in a `Bearer` or a `DPoP` challenge) and
-/// without a DPoP `error="use_dpop_nonce"` (see [`nonce_challenge`]), or a
+/// without a DPoP `error="use_dpop_nonce"` (see `nonce_challenge`), or a
 /// gRPC `UNAUTHENTICATED` in the headers (gRPC is HTTP/2 only, so other
 /// answers skip that lookup).
+#[inline]
 pub(crate) fn rejected(status: StatusCode, version: http::Version, headers: &HeaderMap) -> bool {
     if status == StatusCode::UNAUTHORIZED {
-        let not_the_token = headers
-            .get_all(http::header::WWW_AUTHENTICATE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                crate::challenge::bearer_error(v).as_deref() == Some("insufficient_scope")
-                    || matches!(
-                        crate::challenge::dpop_error(v).as_deref(),
-                        Some("insufficient_scope" | "use_dpop_nonce")
-                    )
-            });
-        return !not_the_token;
+        return unauthorized_rejects(headers);
     }
     version == http::Version::HTTP_2 && grpc_unauthenticated(headers)
+}
+
+/// Whether a 401 rejects the token: it does unless its challenge says
+/// `error="insufficient_scope"` (`Bearer` or `DPoP`) or, for DPoP,
+/// `error="use_dpop_nonce"` (the token is fine; a nonce is wanted).
+#[cold]
+fn unauthorized_rejects(headers: &HeaderMap) -> bool {
+    let not_the_token = headers
+        .get_all(http::header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            crate::challenge::bearer_error(v).as_deref() == Some("insufficient_scope")
+                || matches!(
+                    crate::challenge::dpop_error(v).as_deref(),
+                    Some("insufficient_scope" | "use_dpop_nonce")
+                )
+        });
+    !not_the_token
 }
 
 /// Whether an answer is a resource server's demand for a DPoP nonce

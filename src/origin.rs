@@ -73,12 +73,17 @@ impl Origin {
 /// every request may. A URI without an authority (as a client bound to one
 /// origin, such as tonic's `Channel`, receives) is sent to that client's own
 /// origin and may carry it too.
+#[inline]
 pub(crate) fn allowed(origins: Option<&[Origin]>, uri: &Uri) -> bool {
     match origins {
         None => true,
-        Some(_) if uri.authority().is_none() => true,
-        Some(origins) => origins.iter().any(|o| o.matches(uri)),
+        Some(origins) => allowed_by(origins, uri),
     }
+}
+
+/// [`allowed`] with an allow-list.
+fn allowed_by(origins: &[Origin], uri: &Uri) -> bool {
+    uri.authority().is_none() || origins.iter().any(|o| o.matches(uri))
 }
 
 #[cfg(test)]

@@ -57,10 +57,9 @@
 //! # Ok(()) }
 //! ```
 
-use crate::cache::Snapshot;
 use crate::error::{BoxError, ConfigError};
 use crate::face::Face;
-use crate::layer::{ResponseBody, ResponseFuture, TokenLayer};
+use crate::layer::{Local, ResponseBody, ResponseFuture, TokenLayer};
 use crate::origin::Origin;
 use crate::replay::ReplayBody;
 use http::{Request, Response};
@@ -152,7 +151,7 @@ impl<S> Layer<S> for TokenRouterLayer {
     fn layer(&self, inner: S) -> Self::Service {
         TokenRouter {
             inner,
-            locals: vec![None; self.routes.faces.len()],
+            locals: vec![Local::new(); self.routes.faces.len()],
             routes: Arc::clone(&self.routes),
         }
     }
@@ -244,7 +243,7 @@ pub struct TokenRouter<S> {
     inner: S,
     routes: Arc<Routes>,
     /// This clone's copy of each route's current token.
-    locals: Vec<Option<Snapshot>>,
+    locals: Vec<Local>,
 }
 
 impl<S> fmt::Debug for TokenRouter<S> {

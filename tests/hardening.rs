@@ -597,7 +597,12 @@ async fn token_starts_the_refresh_ahead_like_a_request() {
         .unwrap();
     assert_eq!(layer.cache().token().await.unwrap().secret(), "tok-1");
     assert_eq!(layer.cache().token().await.unwrap().secret(), "tok-1");
-    eventually("a background refresh", || tokens.completed() == 2).await;
+    // The server has answered before the cache publishes the token; the
+    // counter moves after it does.
+    eventually("a background refresh", || {
+        tokens.completed() == 2 && layer.stats().tokens_fetched == 2
+    })
+    .await;
     assert_eq!(layer.cache().token().await.unwrap().secret(), "tok-2");
 }
 

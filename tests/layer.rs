@@ -630,3 +630,86 @@ async fn insufficient_scope_is_not_a_refresh_trigger() {
     assert!(api.requests().iter().all(|r| r.token() == Some("tok-1")));
     assert_eq!(layer.stats().unauthorized_refreshes, 0);
 }
+
+/// P2: each long-lived clone sends header bytes of its own (cloning them
+/// writes no reference count another clone shares), made once, at its
+/// second request with a token; a clone used for one request (`svc.clone().oneshot`)
+/// sends the copy of the clone it was made from and copies nothing; a new
+/// token gives each clone a new copy, and every request carries the
+/// current token.
+#[tokio::test(flavor = "current_thread")]
+async fn clones_send_header_bytes_of_their_own() {
+    bounded::watchdog!();
+    let fetched = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let layer = TokenLayer::builder(tower_token::source::from_fn({
+        let fetched = fetched.clone();
+        move |_| {
+            let n = fetched.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            async move {
+                Ok::<_, Infallible>(
+                    tower_token::Token::new(format!("t-{n}"))
+                        .with_expires_in(Duration::from_secs(3600)),
+                )
+            }
+        }
+    }))
+    .retry_unauthorized(false)
+    .build()
+    .unwrap();
+    // The inner service answers with where the header's bytes are, and
+    // what they say.
+    let inner = tower::service_fn(|req: Request<Empty<Bytes>>| async move {
+        let value = &req.headers()[http::header::AUTHORIZATION];
+        let seen = (
+            value.as_bytes().as_ptr() as usize,
+            value.to_str().unwrap().to_owned(),
+        );
+        Ok::<_, Infallible>(http::Response::new(seen))
+    });
+    let svc = layer.layer(inner);
+    async fn seen<S>(svc: &mut S) -> (usize, String)
+    where
+        S: tower::Service<
+                Request<Empty<Bytes>>,
+                Response = http::Response<tower_token::layer::ResponseBody<(usize, String)>>,
+            >,
+        S::Error: std::fmt::Debug,
+    {
+        let res = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(Empty::new()))
+            .await;
+        res.unwrap().into_body().into_inner()
+    }
+    let (mut a, mut b) = (svc.clone(), svc.clone());
+    let mut a_seen = Vec::new();
+    let mut b_seen = Vec::new();
+    for _ in 0..4 {
+        a_seen.push(seen(&mut a).await);
+        b_seen.push(seen(&mut b).await);
+    }
+    for (_, value) in a_seen.iter().chain(&b_seen) {
+        assert_eq!(value, "Bearer t-1");
+    }
+    assert_ne!(
+        a_seen[3].0, b_seen[3].0,
+        "each clone sends bytes of its own"
+    );
+    assert_eq!(a_seen[2].0, a_seen[3].0, "a clone copies once");
+    // One request through a clone of `a`: `a`'s copy, no new one.
+    let mut once = a.clone();
+    assert_eq!(seen(&mut once).await.0, a_seen[3].0);
+    // A new token: each clone takes a copy of it.
+    let current = layer.cache().acquire().await.unwrap();
+    layer.cache().invalidate_if_current(&current);
+    // This request waits for the fetch and sends what it fetched.
+    assert_eq!(seen(&mut a).await.1, "Bearer t-2");
+    let a_new = seen(&mut a).await;
+    let b_new = seen(&mut b).await;
+    assert_eq!(a_new.1, "Bearer t-2");
+    assert_eq!(b_new.1, "Bearer t-2");
+    assert_ne!(a_new.0, b_new.0);
+    assert_eq!(fetched.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

@@ -4,8 +4,10 @@
 //! A [`TokenCache`] is a cheap handle (one `Arc`) to the shared state that
 //! [`TokenLayer`](crate::TokenLayer) and every [`TokenService`](crate::TokenService)
 //! made from it use. The current token lives in an [`arc_swap::ArcSwapOption`]
-//! together with the header value built for it when it arrived, so the
-//! per-request path is a lock-free load, two clock reads and a header clone.
+//! together with the header value built for it when it arrived. The
+//! services keep a copy each, checked against the current generation (one
+//! atomic load), so the per-request path is that load, two clock reads and
+//! a header clone.
 //!
 //! The life of a token with lifetime `L` fetched at `t₀`:
 //!

@@ -47,3 +47,11 @@ pub(crate) fn ecdsa_from_parts(
 pub(crate) fn rejected_reason(e: &KeyRejected) -> String {
     e.to_string()
 }
+
+/// The length of an RSA key's modulus, in bytes (a signature's length).
+pub(crate) fn rsa_modulus_len(pair: &lib::signature::RsaKeyPair) -> usize {
+    #[cfg(feature = "aws-lc-rs")]
+    return pair.public_modulus_len();
+    #[cfg(not(feature = "aws-lc-rs"))]
+    return pair.public().modulus_len();
+}

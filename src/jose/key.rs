@@ -329,7 +329,7 @@ fn sign_with(pair: &Pair, algorithm: Algorithm, input: &[u8]) -> Result<Vec<u8>,
                 Algorithm::PS256 => &sig::RSA_PSS_SHA256,
                 _ => &sig::RSA_PKCS1_SHA256,
             };
-            let mut out = vec![0; pair.public_modulus_len()];
+            let mut out = vec![0; backend::rsa_modulus_len(pair)];
             pair.sign(padding, &backend::rng(), input, &mut out)
                 .map_err(|_| KeyError::Sign)?;
             Ok(out)

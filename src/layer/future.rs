@@ -1,9 +1,11 @@
 use super::body::{ResponseBody, Watch};
+use super::local::FaceHandle;
+use super::service::attach;
 use crate::cache::{CachedToken, Shared};
 use crate::error::{BoxError, Error};
 #[cfg(feature = "jose")]
 use crate::face::nonce_challenge;
-use crate::face::{Face, Settings, rejected};
+use crate::face::{Settings, rejected};
 use crate::http_client::BoxFuture;
 use crate::replay::{Replay, ReplayBody};
 use http::{Extensions, HeaderMap, Method, Request, Response, Uri, Version};
@@ -55,7 +57,7 @@ pin_project! {
     {
         #[pin]
         state: State<S, B>,
-        face: Option<Arc<Face>>,
+        face: Option<FaceHandle>,
         // Set while the request carries a DPoP proof.
         dpop: Option<Box<DpopAttempt>>,
     }
@@ -123,9 +125,11 @@ where
         }
     }
 
-    #[cfg_attr(not(feature = "jose"), allow(dead_code))]
-    pub(crate) fn with_dpop(mut self, attempt: Box<DpopAttempt>) -> Self {
-        self.dpop = Some(attempt);
+    /// Marks the request as carrying a DPoP proof, when it does.
+    #[cfg(feature = "jose")]
+    #[inline]
+    pub(crate) fn with_dpop_attempt(mut self, attempt: Option<Box<DpopAttempt>>) -> Self {
+        self.dpop = attempt;
         self
     }
 
@@ -133,7 +137,7 @@ where
         fut: S::Future,
         generation: u64,
         retry: Option<Box<RetryTemplate<S, B>>>,
-        face: Arc<Face>,
+        face: FaceHandle,
     ) -> Self {
         Self {
             state: State::Called {
@@ -147,7 +151,7 @@ where
     }
 
     /// Waits for a token, then makes `svc` (not yet ready) ready and sends.
-    pub(crate) fn acquire(svc: S, req: Request<B>, face: Arc<Face>) -> Self {
+    pub(crate) fn acquire(svc: S, req: Request<B>, face: FaceHandle) -> Self {
         Self {
             state: State::Acquire {
                 fut: acquire(&face.cache.shared),
@@ -204,10 +208,7 @@ where
                     } else {
                         None
                     };
-                    pending
-                        .1
-                        .headers_mut()
-                        .insert(&face.settings.header_name, token.header.clone());
+                    attach(&mut pending.1, &face.settings, token.header.clone());
                     // A new proof for each attempt, for the token it carries.
                     #[cfg(feature = "jose")]
                     match (&face.settings.dpop, &token.ath) {
@@ -326,6 +327,8 @@ where
 /// Makes `req` ready to be sent again: when retries are on and its body can
 /// be replayed, returns the request to send (its body possibly wrapped in a
 /// recording) with the retry template, copied before the token goes in.
+/// Inlined, so that with retries off the request is not moved.
+#[inline]
 pub(crate) fn prepare<S: Clone, B: ReplayBody>(
     svc: &S,
     req: Request<B>,
@@ -334,6 +337,16 @@ pub(crate) fn prepare<S: Clone, B: ReplayBody>(
     if !settings.retry_unauthorized {
         return (req, None);
     }
+    copy_for_retry(svc, req, settings)
+}
+
+/// [`prepare`] with retries on.
+#[inline]
+fn copy_for_retry<S: Clone, B: ReplayBody>(
+    svc: &S,
+    req: Request<B>,
+    settings: &Settings,
+) -> (Request<B>, Option<Box<RetryTemplate<S, B>>>) {
     let (parts, body) = req.into_parts();
     let (body, replay) = body.replay(settings.replay_limit);
     if !replay.is_possible() {

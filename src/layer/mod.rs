@@ -78,10 +78,12 @@ mod body;
 mod future;
 #[allow(clippy::module_inception)]
 mod layer;
+mod local;
 mod service;
 
 pub use self::body::ResponseBody;
 pub use self::future::ResponseFuture;
 pub use self::layer::{TokenLayer, TokenLayerBuilder};
+pub(crate) use self::local::Local;
 pub use self::service::TokenService;
 pub(crate) use self::service::attach_and_call;

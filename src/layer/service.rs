@@ -2,7 +2,8 @@ use super::body::ResponseBody;
 #[cfg(feature = "jose")]
 use super::future::DpopAttempt;
 use super::future::{ResponseFuture, prepare};
-use crate::cache::{Snapshot, Stats, TokenCache};
+use super::local::{FaceHandle, Local};
+use crate::cache::{Stats, TokenCache};
 use crate::error::BoxError;
 use crate::face::{Face, Settings};
 use crate::replay::ReplayBody;
@@ -30,7 +31,7 @@ pub struct TokenService<S> {
     inner: S,
     face: Arc<Face>,
     /// This clone's copy of the current token's header and deadlines.
-    local: Option<Snapshot>,
+    local: Local,
 }
 
 impl<S> fmt::Debug for TokenService<S> {
@@ -60,7 +61,7 @@ impl<S> TokenService<S> {
         Self {
             inner,
             face,
-            local: None,
+            local: Local::new(),
         }
     }
 
@@ -116,7 +117,7 @@ where
 pub(crate) fn attach_and_call<S, ReqBody, ResBody>(
     inner: &mut S,
     face: &Arc<Face>,
-    local: &mut Option<Snapshot>,
+    local: &mut Local,
     req: Request<ReqBody>,
 ) -> ResponseFuture<S, ReqBody>
 where
@@ -129,38 +130,42 @@ where
     }
     let now = Instant::now();
     let wall = shared.wall();
-    let generation = shared.current_generation();
-    if local.as_ref().is_none_or(|l| l.generation != generation) {
-        *local = shared.snapshot();
+    let usable = local.usable(face, shared.current_generation(), now, wall);
+    if let Some(current) = &usable
+        && current.refresh_due
+    {
+        shared.refresh_ahead(current.generation, now);
     }
-    let usable = match local {
-        Some(local) if local.deadlines.usable(now, wall) => {
-            if local.deadlines.refresh_due(now, wall) {
-                shared.refresh_ahead(local.generation, now);
-            }
-            Some(&*local)
-        }
-        _ => None,
-    };
     match usable {
-        Some(snapshot) => {
-            let generation = snapshot.generation;
-            let (mut req, retry) = prepare(inner, req, settings);
-            req.headers_mut()
-                .insert(&settings.header_name, snapshot.header.clone());
+        Some(current) if !settings.retry_unauthorized => {
+            // Nothing to copy for a retry: the request is not moved until
+            // the inner service takes it.
+            let mut req = req;
+            attach(&mut req, settings, current.header);
             #[cfg(feature = "jose")]
-            if let (Some(ath), Some(dpop)) = (&snapshot.ath, &settings.dpop) {
-                // A proof of its own for this request (RFC 9449 §7).
-                if let Err(e) = dpop.attach(&mut req, ath) {
-                    // Not sent: give back what `poll_ready` reserved.
-                    drop(std::mem::replace(inner, inner.clone()));
-                    return ResponseFuture::failed(crate::Error::from(e).into());
-                }
-                let attempt = DpopAttempt::new(req.uri().clone());
-                return ResponseFuture::called(inner.call(req), generation, retry, face.clone())
-                    .with_dpop(attempt);
-            }
-            ResponseFuture::called(inner.call(req), generation, retry, face.clone())
+            let proof = match prove(&mut req, settings, current.ath.as_ref()) {
+                Ok(proof) => proof,
+                Err(e) => return unsent(inner, e),
+            };
+            let fut = inner.call(req);
+            let fut = ResponseFuture::called(fut, current.generation, None, current.face);
+            #[cfg(feature = "jose")]
+            let fut = fut.with_dpop_attempt(proof);
+            fut
+        }
+        Some(current) => {
+            let (mut req, retry) = prepare(inner, req, settings);
+            attach(&mut req, settings, current.header);
+            #[cfg(feature = "jose")]
+            let proof = match prove(&mut req, settings, current.ath.as_ref()) {
+                Ok(proof) => proof,
+                Err(e) => return unsent(inner, e),
+            };
+            let fut = inner.call(req);
+            let fut = ResponseFuture::called(fut, current.generation, retry, current.face);
+            #[cfg(feature = "jose")]
+            let fut = fut.with_dpop_attempt(proof);
+            fut
         }
         None => {
             // Wait for a token holding no capacity of the inner service:
@@ -171,7 +176,47 @@ where
             // clone of its own ready once the token is there.
             let waiting = inner.clone();
             drop(std::mem::replace(inner, waiting.clone()));
-            ResponseFuture::acquire(waiting, req, face.clone())
+            ResponseFuture::acquire(waiting, req, FaceHandle::Shared(Arc::clone(face)))
         }
     }
+}
+
+/// A DPoP proof of its own for this request (RFC 9449 §7), when the token
+/// is DPoP-bound (`ath`) and the face has the key.
+#[cfg(feature = "jose")]
+#[inline]
+fn prove<B>(
+    req: &mut Request<B>,
+    settings: &Settings,
+    ath: Option<&Arc<str>>,
+) -> Result<Option<Box<DpopAttempt>>, BoxError> {
+    match (ath, &settings.dpop) {
+        (Some(ath), Some(dpop)) => {
+            dpop.attach(req, ath)
+                .map_err(|e| BoxError::from(crate::Error::from(e)))?;
+            Ok(Some(DpopAttempt::new(req.uri().clone())))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// A request that fails before it is sent: the instance `poll_ready` made
+/// ready is given back (dropped), as for a request that waits.
+#[cfg(feature = "jose")]
+#[cold]
+fn unsent<S, ReqBody>(inner: &mut S, error: BoxError) -> ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>> + Clone,
+{
+    drop(std::mem::replace(inner, inner.clone()));
+    ResponseFuture::failed(error)
+}
+
+/// Puts what the token adds to a request into it: the header value, in the
+/// face's header (`Authorization` unless configured otherwise). Every
+/// attempt of the layer and the router goes through here, the first (from
+/// the clone's copy) and those that waited for a token or a retry.
+#[inline]
+pub(crate) fn attach<B>(req: &mut Request<B>, settings: &Settings, value: http::HeaderValue) {
+    req.headers_mut().insert(&settings.header_name, value);
 }
