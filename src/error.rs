@@ -506,6 +506,15 @@ impl Error {
                 },
                 retry_after,
             },
+            Error::InvalidResponse {
+                endpoint,
+                status,
+                reason: InvalidResponse::UnsupportedTokenType(token_type),
+            } => Error::InvalidResponse {
+                endpoint,
+                status,
+                reason: InvalidResponse::UnsupportedTokenType(clean(token_type)),
+            },
             other => other,
         }
     }
@@ -579,14 +588,18 @@ pub(crate) fn excerpt(body: &[u8], secrets: &[&str]) -> String {
     // Redact the whole body (already capped by the transport) before
     // cutting it, so that no part of a secret survives at the cut.
     let text = String::from_utf8_lossy(body);
-    let mut text = redact(&text, secrets);
+    let printable: String = redact(&text, secrets)
+        .chars()
+        .map(|c| if c.is_control() && c != '\n' { ' ' } else { c })
+        .collect();
+    // Again once control characters are spaces: a secret with a space, sent
+    // back with a tab or a NUL in its place, reads as the secret now.
+    let mut text = redact(&printable, secrets);
     if let Some((cut, _)) = text.char_indices().nth(EXCERPT_LEN) {
         text.truncate(cut);
         text.push('…');
     }
-    text.chars()
-        .map(|c| if c.is_control() && c != '\n' { ' ' } else { c })
-        .collect()
+    text
 }
 
 /// `text` with every occurrence of each secret replaced by `[redacted]`.
@@ -887,6 +900,33 @@ mod tests {
         assert_eq!(redact("aaaa", &["aa", "aaa"]), "[redacted]");
         assert_eq!(redact("", &["s"]), "");
         assert_eq!(redact("text", &[""]), "text");
+    }
+
+    #[test]
+    fn redacted_cleans_an_unsupported_token_type() {
+        // A refresh token the server echoed as `token_type`: the sources
+        // redact it from the error afterwards, as they do the other texts.
+        let error = Error::invalid(
+            Endpoint::Token,
+            StatusCode::OK,
+            InvalidResponse::UnsupportedTokenType("x-rt-42".to_owned()),
+        )
+        .redacted(&["rt-42"]);
+        assert!(matches!(
+            error,
+            Error::InvalidResponse {
+                reason: InvalidResponse::UnsupportedTokenType(t),
+                ..
+            } if t == "x-[redacted]"
+        ));
+    }
+
+    #[test]
+    fn excerpt_redacts_what_control_characters_hid() {
+        let body = b"bad secret a\tb\0c and a\x01b c";
+        let text = excerpt(body, &["a b c"]);
+        assert!(!text.contains("a b c"), "{text}");
+        assert_eq!(text, "bad secret [redacted] and [redacted]");
     }
 
     #[test]
