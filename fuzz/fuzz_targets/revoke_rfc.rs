@@ -17,7 +17,13 @@ fuzz_target!(|data: &[u8]| {
         Ok(()) => assert!(response.status().is_success(), "{}", response.status()),
         Err(error) => check_error(error, &[TOKEN]),
     }
-    let shown = |r: &Result<(), tower_token::Error>| r.as_ref().map_err(|e| format!("{e:?}")).err();
+    // The same error, but for a `Retry-After` date, read against the clock
+    // a moment apart.
+    let shown = |r: &Result<(), tower_token::Error>| {
+        r.as_ref()
+            .map_err(|e| (e.to_string(), e.status(), e.retry_after().is_some()))
+            .err()
+    };
     for other in [
         kopokopo::parse_revoke_response(&response, &secrets),
         korap::parse_revoke_response(&response, &secrets),
