@@ -513,7 +513,14 @@ impl Error {
             } => Error::InvalidResponse {
                 endpoint,
                 status,
-                reason: InvalidResponse::UnsupportedTokenType(clean(token_type)),
+                reason: InvalidResponse::UnsupportedTokenType({
+                    let token_type = clean(token_type);
+                    if holds_secret_start(&token_type, secrets) {
+                        "[redacted]".to_owned()
+                    } else {
+                        token_type
+                    }
+                }),
             },
             other => other,
         }
@@ -578,6 +585,16 @@ pub enum ConfigError {
         /// What is wrong with the value.
         reason: &'static str,
     },
+}
+
+/// Whether `text` holds the start of a secret (its first 8 characters, or
+/// all of a shorter one): what is left of a secret that a text was cut in
+/// the middle of, before it could be redacted whole.
+fn holds_secret_start(text: &str, secrets: &[&str]) -> bool {
+    secrets.iter().any(|secret| {
+        let start: String = secret.chars().take(8).collect();
+        !start.is_empty() && text.contains(&start)
+    })
 }
 
 /// Starts of bodies are kept for errors; this is how many bytes.
@@ -918,6 +935,22 @@ mod tests {
                 reason: InvalidResponse::UnsupportedTokenType(t),
                 ..
             } if t == "x-[redacted]"
+        ));
+        // Cut to 32 characters before the sources redact it: what is left
+        // of a longer refresh token goes too.
+        let refresh = "rt-0123456789abcdefghijklmnopqrstuvwxyz";
+        let error = Error::invalid(
+            Endpoint::Token,
+            StatusCode::OK,
+            InvalidResponse::UnsupportedTokenType(refresh.chars().take(32).collect()),
+        )
+        .redacted(&[refresh]);
+        assert!(matches!(
+            error,
+            Error::InvalidResponse {
+                reason: InvalidResponse::UnsupportedTokenType(t),
+                ..
+            } if t == "[redacted]"
         ));
     }
 
