@@ -539,6 +539,22 @@ impl Error {
                 basic: Box::new(basic.redacted(secrets)),
                 body: Box::new(body.redacted(secrets)),
             },
+            Error::InvalidResponse {
+                endpoint,
+                status,
+                reason: InvalidResponse::UnsupportedTokenType(token_type),
+            } => Error::InvalidResponse {
+                endpoint,
+                status,
+                reason: InvalidResponse::UnsupportedTokenType({
+                    let token_type = clean(token_type);
+                    if holds_secret_start(&token_type, secrets) {
+                        "[redacted]".to_owned()
+                    } else {
+                        token_type
+                    }
+                }),
+            },
             other => other,
         }
     }
@@ -622,6 +638,16 @@ pub enum ConfigError {
     },
 }
 
+/// Whether `text` holds the start of a secret (its first 8 characters, or
+/// all of a shorter one): what is left of a secret that a text was cut in
+/// the middle of, before it could be redacted whole.
+fn holds_secret_start(text: &str, secrets: &[&str]) -> bool {
+    secrets.iter().any(|secret| {
+        let start: String = secret.chars().take(8).collect();
+        !start.is_empty() && text.contains(&start)
+    })
+}
+
 /// Starts of bodies are kept for errors; this is how many bytes.
 pub(crate) const EXCERPT_LEN: usize = 256;
 
@@ -630,14 +656,18 @@ pub(crate) fn excerpt(body: &[u8], secrets: &[&str]) -> String {
     // Redact the whole body (already capped by the transport) before
     // cutting it, so that no part of a secret survives at the cut.
     let text = String::from_utf8_lossy(body);
-    let mut text = redact(&text, secrets);
+    let printable: String = redact(&text, secrets)
+        .chars()
+        .map(|c| if c.is_control() && c != '\n' { ' ' } else { c })
+        .collect();
+    // Again once control characters are spaces: a secret with a space, sent
+    // back with a tab or a NUL in its place, reads as the secret now.
+    let mut text = redact(&printable, secrets);
     if let Some((cut, _)) = text.char_indices().nth(EXCERPT_LEN) {
         text.truncate(cut);
         text.push('…');
     }
-    text.chars()
-        .map(|c| if c.is_control() && c != '\n' { ' ' } else { c })
-        .collect()
+    text
 }
 
 /// `text` with every occurrence of each secret replaced by `[redacted]`.
@@ -938,6 +968,49 @@ mod tests {
         assert_eq!(redact("aaaa", &["aa", "aaa"]), "[redacted]");
         assert_eq!(redact("", &["s"]), "");
         assert_eq!(redact("text", &[""]), "text");
+    }
+
+    #[test]
+    fn redacted_cleans_an_unsupported_token_type() {
+        // A refresh token the server echoed as `token_type`: the sources
+        // redact it from the error afterwards, as they do the other texts.
+        let error = Error::invalid(
+            Endpoint::Token,
+            StatusCode::OK,
+            InvalidResponse::UnsupportedTokenType("x-rt-42".to_owned()),
+        )
+        .redacted(&["rt-42"]);
+        assert!(matches!(
+            error,
+            Error::InvalidResponse {
+                reason: InvalidResponse::UnsupportedTokenType(t),
+                ..
+            } if t == "x-[redacted]"
+        ));
+        // Cut to 32 characters before the sources redact it: what is left
+        // of a longer refresh token goes too.
+        let refresh = "rt-0123456789abcdefghijklmnopqrstuvwxyz";
+        let error = Error::invalid(
+            Endpoint::Token,
+            StatusCode::OK,
+            InvalidResponse::UnsupportedTokenType(refresh.chars().take(32).collect()),
+        )
+        .redacted(&[refresh]);
+        assert!(matches!(
+            error,
+            Error::InvalidResponse {
+                reason: InvalidResponse::UnsupportedTokenType(t),
+                ..
+            } if t == "[redacted]"
+        ));
+    }
+
+    #[test]
+    fn excerpt_redacts_what_control_characters_hid() {
+        let body = b"bad secret a\tb\0c and a\x01b c";
+        let text = excerpt(body, &["a b c"]);
+        assert!(!text.contains("a b c"), "{text}");
+        assert_eq!(text, "bad secret [redacted] and [redacted]");
     }
 
     #[test]

@@ -155,6 +155,13 @@ pub mod store;
 pub mod token;
 pub mod transport;
 
+// Internal computations the fuzz targets in `fuzz/` check; only in builds
+// with `--cfg fuzzing` (as cargo-fuzz makes them), never part of the API.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+#[path = "fuzzing.rs"]
+pub mod __fuzz;
+
 pub use cache::{Backoff, CurrentToken, Stats, TokenCache};
 pub use dialect::{ClientAuth, Credentials};
 pub use error::{BoxError, ConfigError, Endpoint, Error, ErrorCode, InvalidResponse};

@@ -341,32 +341,21 @@ impl Shared {
             .map_err(|_| invalid(InvalidResponse::AccessTokenNotHeaderSafe))?;
         header.set_sensitive(true);
 
-        let lifetime = token
-            .expires_in()
-            .unwrap_or(self.config.default_lifetime)
-            .min(MAX_LIFETIME);
-        let leeway = self.config.leeway.min(lifetime / 2);
-        let usable_for = lifetime.saturating_sub(leeway);
-        let window = Duration::try_from_secs_f64(
-            lifetime.as_secs_f64() * self.config.refresh_ahead.clamp(0.0, 1.0),
-        )
-        .unwrap_or(Duration::ZERO);
-        let refresh_after = usable_for.saturating_sub(window);
-        let mono = |d: Duration| started.checked_add(d).unwrap_or(started);
-        let wall = |d: Duration| started_wall.checked_add(d).unwrap_or(started_wall);
-        let deadlines = Deadlines {
-            refresh_at: mono(refresh_after),
-            usable_until: mono(usable_for),
-            refresh_at_wall: wall(refresh_after),
-            usable_until_wall: wall(usable_for),
-        };
+        let (deadlines, expires_at_wall) = deadlines(
+            token.expires_in(),
+            self.config.default_lifetime,
+            self.config.leeway,
+            self.config.refresh_ahead,
+            started,
+            started_wall,
+        );
         let refresh_token = token.take_refresh_token();
         let cached = CachedToken {
             header,
             ath,
             generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
             deadlines,
-            expires_at_wall: wall(lifetime),
+            expires_at_wall,
             token,
             stored,
         };
@@ -495,6 +484,37 @@ fn dpop_ath(secret: &str) -> Option<Arc<str>> {
         let _ = secret;
         None
     }
+}
+
+/// The deadlines of a token fetched at `started` (on both clocks) that
+/// the server said lives `expires_in` (else `default_lifetime`), and the
+/// wall-clock time it expires. The lifetime is capped at [`MAX_LIFETIME`], so
+/// no sum overflows; should one still, the deadline is `started` (the token
+/// is refreshed at once) rather than a panic.
+pub(crate) fn deadlines(
+    expires_in: Option<Duration>,
+    default_lifetime: Duration,
+    leeway: Duration,
+    refresh_ahead: f64,
+    started: Instant,
+    started_wall: SystemTime,
+) -> (Deadlines, SystemTime) {
+    let lifetime = expires_in.unwrap_or(default_lifetime).min(MAX_LIFETIME);
+    let leeway = leeway.min(lifetime / 2);
+    let usable_for = lifetime.saturating_sub(leeway);
+    let window =
+        Duration::try_from_secs_f64(lifetime.as_secs_f64() * refresh_ahead.clamp(0.0, 1.0))
+            .unwrap_or(Duration::ZERO);
+    let refresh_after = usable_for.saturating_sub(window);
+    let mono = |d: Duration| started.checked_add(d).unwrap_or(started);
+    let wall = |d: Duration| started_wall.checked_add(d).unwrap_or(started_wall);
+    let deadlines = Deadlines {
+        refresh_at: mono(refresh_after),
+        usable_until: mono(usable_for),
+        refresh_at_wall: wall(refresh_after),
+        usable_until_wall: wall(usable_for),
+    };
+    (deadlines, wall(lifetime))
 }
 
 /// Runs one fetch; if the task is dropped before it finishes (the runtime

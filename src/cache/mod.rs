@@ -104,6 +104,8 @@ pub use backoff::Backoff;
 #[cfg(feature = "store")]
 pub(crate) use fleet::Fleet;
 pub(crate) use flight::Shared;
+#[cfg(fuzzing)]
+pub(crate) use flight::deadlines;
 
 /// When a token stops being sent, and when its refresh starts: each on the
 /// monotonic clock and on the wall clock.

@@ -175,8 +175,8 @@ pub fn parse_token_response(
         return Err(err);
     }
     let fields = token_fields(&object).map_err(|r| Error::invalid(Endpoint::Token, status, r))?;
-    let mut token =
-        rfc::token_from_object(fields).map_err(|r| Error::invalid(Endpoint::Token, status, r))?;
+    let mut token = rfc::token_from_object(fields, &secrets)
+        .map_err(|r| Error::invalid(Endpoint::Token, status, r))?;
     if token.expires_in().is_none() {
         token = token.with_expires_in(TOKEN_LIFETIME);
     }

@@ -229,7 +229,7 @@ pub fn parse_token_response(
     ) {
         return Err(err);
     }
-    token_from_object(&object).map_err(|r| Error::invalid(Endpoint::Token, status, r))
+    token_from_object(&object, &secrets).map_err(|r| Error::invalid(Endpoint::Token, status, r))
 }
 
 /// The error for a non-2xx answer: OAuth when the body is an RFC 6749 error
@@ -295,8 +295,12 @@ pub(crate) fn oauth_error(
     })
 }
 
-/// Reads a token from the fields of an RFC 6749 §5.1 answer.
-pub(crate) fn token_from_object(object: &Map<String, Value>) -> Result<Token, InvalidResponse> {
+/// Reads a token from the fields of an RFC 6749 §5.1 answer. What the
+/// error keeps of an unsupported `token_type` has `secrets` redacted.
+pub(crate) fn token_from_object(
+    object: &Map<String, Value>,
+    secrets: &[&str],
+) -> Result<Token, InvalidResponse> {
     let access_token = match object.get("access_token") {
         None | Some(Value::Null) => return Err(InvalidResponse::MissingAccessToken),
         Some(Value::String(s)) if s.is_empty() => return Err(InvalidResponse::EmptyAccessToken),
@@ -314,8 +318,10 @@ pub(crate) fn token_from_object(object: &Map<String, Value>) -> Result<Token, In
         // the request had one is checked where the token is admitted.
         Some(Value::String(t)) if t.eq_ignore_ascii_case("dpop") => dpop = true,
         Some(Value::String(t)) => {
+            // Redacted before it is cut, so that no part of a secret the
+            // server echoed here survives at the cut.
             return Err(InvalidResponse::UnsupportedTokenType(
-                t.chars().take(32).collect(),
+                redact(t, secrets).chars().take(32).collect(),
             ));
         }
         Some(_) => return Err(InvalidResponse::InvalidField("token_type")),
