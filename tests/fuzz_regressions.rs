@@ -115,3 +115,24 @@ fn a_secret_with_a_control_character_for_its_space_is_redacted() {
         }
     }
 }
+
+/// `fuzz/corpus/jwk/regression_alg_echo`: a JWK whose `alg` (or `kty`,
+/// `crv`) is not a name was echoed into the error, up to 32 characters of
+/// it: whatever text stood there (a private member pasted in the wrong
+/// place) reached the error. Only name-like values are named now.
+#[cfg(feature = "jose")]
+#[test]
+fn a_jwk_error_names_only_values_that_look_like_names() {
+    use tower_token::jose::{KeyError, SigningKey};
+    let private = "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A";
+    for member in ["alg", "kty", "crv"] {
+        let mut jwk = serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": "AA", "d": "AA"});
+        jwk[member] = serde_json::Value::from(format!("{private} pasted here"));
+        let err = SigningKey::from_jwk(&jwk.to_string()).unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("nWGxne"), "{member}: {shown}");
+    }
+    // A name is still named, to say what is not supported.
+    let err = SigningKey::from_jwk(r#"{"kty":"oct","k":"AA"}"#).unwrap_err();
+    assert_eq!(err, KeyError::UnsupportedKeyType("oct".into()));
+}

@@ -311,10 +311,20 @@ fn rejected(e: lib::error::KeyRejected) -> KeyError {
     KeyError::Rejected(backend::rejected_reason(&e))
 }
 
-/// At most 32 characters of a value named in an error (an unknown `kty`,
-/// `crv` or `alg`, never key material).
+/// An unknown `kty`, `crv` or `alg` as an error names it: the value when
+/// it looks like a name (at most 16 ASCII letters, digits, `-`, `_`, `+`),
+/// else a placeholder, so that nothing else of the input (a misplaced
+/// private member, say) reaches an error.
 fn short(s: &str) -> String {
-    s.chars().take(32).collect()
+    let name_like = !s.is_empty()
+        && s.len() <= 16
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'+'));
+    if name_like {
+        s.to_owned()
+    } else {
+        "(not a name)".to_owned()
+    }
 }
 
 fn sign_with(pair: &Pair, algorithm: Algorithm, input: &[u8]) -> Result<Vec<u8>, KeyError> {
