@@ -67,11 +67,15 @@ fn check_error(error: &KeyError, planted: &[String]) {
         | KeyError::UnsupportedAlgorithm(name) => name,
         _ => return,
     };
+    if named == "(not a name)" {
+        // The crate's own placeholder: nothing of the input.
+        return;
+    }
     let name_like = named.len() <= 16
         && named
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'+'));
-    assert!(name_like || named == "(not a name)", "{named:?}");
+    assert!(name_like, "{named:?}");
     no_secret(named, planted);
 }
 
