@@ -242,6 +242,8 @@ mod tests {
         assert!(!refresh_rejected(&Error::Aborted));
     }
 
+    // Building needs an HTTP client: the default one is reqwest's.
+    #[cfg(feature = "reqwest")]
     #[test]
     fn urls() {
         let s = ProviderSource::kopokopo(
