@@ -21,6 +21,8 @@
 //! `valgrind --tool=callgrind --toggle-collect='*callgrind_measured*'`
 //! the count divided by `n` is the cost of one.
 
+mod support;
+
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::{StreamExt, stream};
@@ -28,11 +30,12 @@ use http::{Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
+use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
+use support::Noop;
 use tower::{Layer, Service, ServiceExt};
 use tower_token::dpop::Dpop;
 use tower_token::jose::Algorithm;
@@ -43,25 +46,6 @@ type Body = Empty<Bytes>;
 /// A 43-character opaque token, as oidc-provider issues them.
 const TOKEN: &str = "mWhziKcywhZ5V72lAWJqh9dPgdQqA2LGSNleu_VJx3L";
 const URI: &str = "https://api.example.com/v1/orders/12345?page=2";
-
-/// Answers every request at once with an empty response.
-#[derive(Clone, Copy)]
-struct Noop;
-
-impl Service<Request<Body>> for Noop {
-    type Response = Response<()>;
-    type Error = Infallible;
-    type Future = Ready<Result<Response<()>, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        black_box(req.headers().len());
-        ready(Ok(Response::new(())))
-    }
-}
 
 /// A layer whose cache holds a token, DPoP-bound when `dpop` is given.
 fn layer(rt: &tokio::runtime::Runtime, dpop: Option<&Dpop>) -> TokenLayer {

@@ -28,18 +28,21 @@
 //!
 //! counts the requests only (total instructions / N).
 
+mod support;
+
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group};
 use http::{Request, Response, header::AUTHORIZATION};
 use http_body_util::Empty;
 use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
+use std::future::{Future, ready};
 use std::hint::black_box;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
+use support::Noop;
 use tower::{Layer, Service, ServiceExt};
 use tower_token::store::{MemoryStore, StoreKeys};
 use tower_token::{Token, TokenLayer, TokenLayerBuilder, source};
@@ -237,25 +240,6 @@ fn token_table() {
 // ---------------------------------------------------------------------------
 // Hot path
 // ---------------------------------------------------------------------------
-
-/// Answers every request at once with an empty response.
-#[derive(Clone, Copy)]
-struct Noop;
-
-impl Service<Request<Body>> for Noop {
-    type Response = Response<()>;
-    type Error = Infallible;
-    type Future = Ready<Result<Response<()>, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        black_box(req.headers().len());
-        ready(Ok(Response::new(())))
-    }
-}
 
 type Svc = tower_token::TokenService<Noop>;
 

@@ -19,6 +19,8 @@
 //! prints the table. `HOT_PATH_P2=rounds` runs P2 alone, interleaved, and
 //! prints its table (see [`p2_interleaved`]).
 
+mod support;
+
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header, header::AUTHORIZATION};
@@ -30,31 +32,13 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
+use support::Noop;
 use tower::retry::{Policy, Retry};
 use tower::{Layer, Service, ServiceExt};
 use tower_http::set_header::SetRequestHeaderLayer;
 use tower_token::{Token, TokenLayer, source};
 
 type Body = Empty<Bytes>;
-
-/// Answers every request at once with an empty response.
-#[derive(Clone, Copy)]
-struct Noop;
-
-impl Service<Request<Body>> for Noop {
-    type Response = Response<()>;
-    type Error = Infallible;
-    type Future = Ready<Result<Response<()>, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        black_box(req.headers().len());
-        ready(Ok(Response::new(())))
-    }
-}
 
 /// A hand-written cache in `std::sync::RwLock<Arc<Token>>` (baseline b).
 #[derive(Clone)]
