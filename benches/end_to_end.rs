@@ -3,14 +3,16 @@
 //!
 //! - hyper-util client: `TokenLayer` against tower-http's `SetRequestHeader`
 //!   with a static value (criterion, then interleaved runs; target ≥ 0.97).
-//! - reqwest, five stacks in interleaved rounds over one `reqwest::Client`:
+//! - reqwest, six stacks in interleaved rounds over one `reqwest::Client`:
 //!   (a) plain reqwest with a static `Authorization` header set per request,
 //!   (b) `ClientWithMiddleware` with `TokenMiddleware` (target ≥ 0.97 × (a)),
 //!   (c) `TokenLayer` over `adapter::ReqwestService`, (d) `ReqwestService`
 //!   under `SetRequestHeader` with a static value (the adapter's own cost),
 //!   and (e) `ClientWithMiddleware` with no middleware and a static header
-//!   (reqwest-middleware's own cost, to read (b) by). (b) needs the
-//!   `reqwest-middleware` feature and is skipped without it. Besides
+//!   (reqwest-middleware's own cost, to read (b) by), and (f)
+//!   `ClientWithMiddleware` with a middleware that only inserts a static
+//!   header (the least any header-setting middleware costs). (b) and (f)
+//!   need the `reqwest-middleware` feature and are skipped without it. Besides
 //!   requests per second, each stack's CPU time per request (all threads of
 //!   the process: client and server) is read from `/proc/self/task`.
 //!
@@ -20,7 +22,7 @@
 //! requests per stack per round) size the reqwest part.
 //!
 //! Instructions per request, which a busy machine does not blur: with
-//! `P5_REQWEST_ONLY=a` (… `e`) the bench runs that reqwest stack alone on
+//! `P5_REQWEST_ONLY=a` (… `f`) the bench runs that reqwest stack alone on
 //! one thread, `P5_REQWEST_BATCH` requests after as many uncounted, and
 //! nothing else; under
 //! `valgrind --tool=callgrind --toggle-collect='*callgrind_measured*'`
@@ -154,8 +156,28 @@ const REQWEST_STACKS: [&str; N_STACKS] = [
     "(c) TokenLayer over ReqwestService",
     "(d) SetRequestHeader over ReqwestService",
     "(e) reqwest-middleware, no middleware, static header",
+    "(f) reqwest-middleware + a middleware setting a static header",
 ];
-const N_STACKS: usize = 5;
+const N_STACKS: usize = 6;
+
+/// The least a header-setting middleware does: insert a static value and
+/// hand the request on. Stack (f): the floor for any token middleware.
+#[cfg(feature = "reqwest-middleware")]
+struct StaticHeader(HeaderValue);
+
+#[cfg(feature = "reqwest-middleware")]
+#[async_trait::async_trait]
+impl reqwest_middleware::Middleware for StaticHeader {
+    async fn handle(
+        &self,
+        mut req: reqwest::Request,
+        extensions: &mut http::Extensions,
+        next: reqwest_middleware::Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        req.headers_mut().insert(AUTHORIZATION, self.0.clone());
+        next.run(req, extensions).await
+    }
+}
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -177,12 +199,14 @@ where
     start.elapsed()
 }
 
-/// `P5_REQWEST_ONLY=a` … `e`: run that reqwest stack alone, once, on one
+/// `P5_REQWEST_ONLY=a` … `f`: run that reqwest stack alone, once, on one
 /// thread, inside [`callgrind_measured`]; nothing else runs.
 fn only_stack() -> Option<usize> {
     let only = std::env::var("P5_REQWEST_ONLY").ok()?;
-    let stack = ["a", "b", "c", "d", "e"].iter().position(|s| *s == only);
-    Some(stack.unwrap_or_else(|| panic!("P5_REQWEST_ONLY={only}: expected a, b, c, d or e")))
+    let stack = ["a", "b", "c", "d", "e", "f"]
+        .iter()
+        .position(|s| *s == only);
+    Some(stack.unwrap_or_else(|| panic!("P5_REQWEST_ONLY={only}: expected a, b, c, d, e or f")))
 }
 
 /// Where callgrind counts: `--toggle-collect='*callgrind_measured*'`.
@@ -236,6 +260,10 @@ fn p5_reqwest(_: &mut Criterion) {
         .build();
     // reqwest-middleware's own cost, for reading (b): no middleware at all.
     let no_middleware = reqwest_middleware::ClientBuilder::new(client.clone()).build();
+    #[cfg(feature = "reqwest-middleware")]
+    let static_middleware = reqwest_middleware::ClientBuilder::new(client.clone())
+        .with(StaticHeader(bearer.clone()))
+        .build();
     let token_svc = layer.layer(ReqwestService::new(client.clone()));
     let static_svc = SetRequestHeaderLayer::overriding(AUTHORIZATION, bearer.clone())
         .layer(ReqwestService::new(client.clone()));
@@ -278,6 +306,13 @@ fn p5_reqwest(_: &mut Criterion) {
                     .unwrap();
                 assert_eq!(&res.bytes().await.unwrap()[..], b"ok");
             })),
+            #[cfg(feature = "reqwest-middleware")]
+            5 => rt.block_on(drive_with(n, || async {
+                let res = static_middleware.get(url).send().await.unwrap();
+                assert_eq!(&res.bytes().await.unwrap()[..], b"ok");
+            })),
+            #[cfg(not(feature = "reqwest-middleware"))]
+            5 => return None,
             _ => unreachable!("{} stacks", N_STACKS),
         };
         Some(t)
@@ -359,6 +394,13 @@ fn p5_reqwest(_: &mut Criterion) {
         );
     }
     println!("target: (b) >= 0.97 x (a)");
+    if !ratios[1].is_empty() && !ratios[5].is_empty() {
+        let rps = |stack: usize| requests / wall[stack].as_secs_f64();
+        println!(
+            "(b) / (f), the middleware against the floor of any header-setting middleware: {:.3}",
+            rps(1) / rps(5)
+        );
+    }
 }
 
 criterion_group!(benches, p5, p5_reqwest);

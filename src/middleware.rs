@@ -46,6 +46,8 @@ use crate::replay::ReplayBody;
 use http::Extensions;
 use reqwest_middleware::{Middleware, Next};
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 /// The token cache as a `reqwest_middleware::Middleware`; see the
@@ -161,26 +163,88 @@ impl Again {
     }
 }
 
-#[async_trait::async_trait]
-impl Middleware for TokenMiddleware {
-    async fn handle(
+/// What the fast path does with an answer.
+enum Outcome {
+    /// Hand it to the caller.
+    Answer(reqwest::Response),
+    /// The token was rejected: send this copy of the request once more.
+    Retry(reqwest::Request),
+}
+
+/// The future [`Middleware::handle`] returns.
+type Handled<'a> =
+    Pin<Box<dyn Future<Output = reqwest_middleware::Result<reqwest::Response>> + Send + 'a>>;
+
+impl TokenMiddleware {
+    /// The common case, kept small: the cache holds a usable bearer token
+    /// (its `generation` and `header`). The future holds the copy for a
+    /// replay, the generation and the next hop's future, and touches no
+    /// reference count of the token; the rest of the protocol is
+    /// [`serve`](Self::serve), behind a box of its own, only after a
+    /// rejection.
+    fn send<'a>(
+        &'a self,
+        request: reqwest::Request,
+        extensions: &'a mut Extensions,
+        next: Next<'a>,
+        (generation, header): (u64, http::HeaderValue),
+    ) -> Handled<'a> {
+        Box::pin(async move {
+            let mut request = request;
+            let settings = &self.face.settings;
+            let again = if settings.retry_unauthorized {
+                Again::of(&mut request, settings.replay_limit)
+            } else {
+                None
+            };
+            request.headers_mut().insert(&settings.header_name, header);
+            let response = next.clone().run(request, extensions).await?;
+            match self.after(response, generation, again) {
+                Outcome::Answer(response) => Ok(response),
+                Outcome::Retry(request) => {
+                    Box::pin(self.serve(request, extensions, next, true)).await
+                }
+            }
+        })
+    }
+
+    /// What follows an answer to a request that carried the token of
+    /// `generation`: the answer, or the request to send once more after a
+    /// rejection.
+    fn after(&self, response: reqwest::Response, generation: u64, again: Option<Again>) -> Outcome {
+        let cache = &self.face.cache;
+        if !rejected(response.status(), response.version(), response.headers()) {
+            cache.accepted_generation(generation);
+            return Outcome::Answer(response);
+        }
+        let may_retry = cache.reject_generation(generation);
+        match again.filter(|_| may_retry).and_then(Again::rebuild) {
+            None => Outcome::Answer(response),
+            Some(request) => {
+                tracing::debug!("retrying the request with a fresh token");
+                Outcome::Retry(request)
+            }
+        }
+    }
+
+    /// The whole protocol: waits for a token when none is usable, adds a
+    /// DPoP proof per attempt and answers a nonce challenge, and sends the
+    /// request once more after a rejection unless `last`.
+    async fn serve(
         &self,
         mut request: reqwest::Request,
         extensions: &mut Extensions,
         next: Next<'_>,
+        mut last: bool,
     ) -> reqwest_middleware::Result<reqwest::Response> {
         let settings = &self.face.settings;
-        if !settings.applies_to_url(request.url(), request.headers()) {
-            return next.run(request, extensions).await;
-        }
         let cache = &self.face.cache;
         let mut token = cache
             .acquire()
             .await
             .map_err(reqwest_middleware::Error::middleware)?;
-        // A retry with a fresh token is the last attempt; a retry for a
-        // DPoP nonce happens once and may still be followed by one.
-        let mut last = false;
+        // A retry for a DPoP nonce happens once and may still be followed
+        // by a retry with a fresh token.
         #[cfg(feature = "jose")]
         let mut nonce_retried = false;
         loop {
@@ -209,26 +273,50 @@ impl Middleware for TokenMiddleware {
             }
             #[cfg(not(feature = "jose"))]
             let _ = target;
-            if !rejected(response.status(), response.version(), response.headers()) {
-                cache.accepted(&token);
-                return Ok(response);
-            }
-            // The token goes, whichever attempt carried it.
-            let may_retry = cache.invalidate_if_current(&token);
-            if last {
-                return Ok(response);
-            }
-            let Some(next_request) = again.filter(|_| may_retry).and_then(Again::rebuild) else {
-                return Ok(response);
+            // A rejection drops the token, whichever attempt carried it; a
+            // retry with a fresh token is the last attempt (`again` is
+            // `None` on it).
+            let next_request = match self.after(response, token.generation(), again) {
+                Outcome::Answer(response) => return Ok(response),
+                Outcome::Retry(request) => request,
             };
-            drop(response);
-            tracing::debug!("retrying the request with a fresh token");
             token = cache
                 .acquire()
                 .await
                 .map_err(reqwest_middleware::Error::middleware)?;
             request = next_request;
             last = true;
+        }
+    }
+}
+
+// Written out rather than with `async_trait`, so that a request the token
+// does not apply to goes straight to the next hop, and the common case is
+// a small future (see `send`).
+impl Middleware for TokenMiddleware {
+    fn handle<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
+        request: reqwest::Request,
+        extensions: &'life1 mut Extensions,
+        next: Next<'life2>,
+    ) -> Handled<'async_trait>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        Self: 'async_trait,
+    {
+        let settings = &self.face.settings;
+        if !settings.applies_to_url(request.url(), request.headers()) {
+            return next.run(request, extensions);
+        }
+        #[cfg(feature = "jose")]
+        let bearer = settings.dpop.is_none();
+        #[cfg(not(feature = "jose"))]
+        let bearer = true;
+        match self.face.cache.current_header() {
+            Some(token) if bearer => self.send(request, extensions, next, token),
+            _ => Box::pin(self.serve(request, extensions, next, false)),
         }
     }
 }

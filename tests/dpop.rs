@@ -364,6 +364,51 @@ async fn the_reqwest_middleware_sends_proofs_and_follows_a_nonce_once() {
     assert_eq!(layer.stats().tokens_fetched, 1);
 }
 
+/// Rejects the first request's token (`invalid_token`), then accepts.
+fn rejects_the_first_token(n: usize) -> (StatusCode, Vec<(&'static str, String)>) {
+    if n > 1 {
+        return ok(n);
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        vec![(
+            "www-authenticate",
+            r#"DPoP error="invalid_token", algs="ES256 EdDSA""#.to_owned(),
+        )],
+    )
+}
+
+#[cfg(feature = "reqwest-middleware")]
+#[tokio::test]
+async fn the_reqwest_middleware_replays_a_rejected_dpop_request_with_a_new_token_and_proof() {
+    bounded::watchdog!();
+    let token = TokenServer::with(dpop_tokens()).await;
+    let (api, url) = Api::start(rejects_the_first_token).await;
+    let layer = TokenLayer::builder(common::source(&token))
+        .dpop(dpop())
+        .build()
+        .unwrap();
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(layer.middleware())
+        .build();
+    let response = client.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = api.seen();
+    assert_eq!(seen.len(), 2, "the rejected attempt and one replay");
+    assert_eq!(seen[0].0.as_deref(), Some("DPoP DpOpToKeN-1"));
+    assert_eq!(seen[1].0.as_deref(), Some("DPoP DpOpToKeN-2"));
+    let (first, replay) = (
+        claims(seen[0].1.as_deref().unwrap()),
+        claims(seen[1].1.as_deref().unwrap()),
+    );
+    // Each proof is bound to the token it goes with.
+    assert_ne!(first["ath"], replay["ath"]);
+    assert_ne!(first["jti"], replay["jti"]);
+    assert_eq!(replay["htu"], url.split('?').next().unwrap());
+    assert_eq!(token.hits(), 2);
+    assert_eq!(layer.stats().dpop_nonce_retries, 0);
+}
+
 #[tokio::test]
 async fn a_service_made_from_the_cache_of_a_dpop_layer_sends_proofs_too() {
     bounded::watchdog!();

@@ -64,6 +64,45 @@ async fn a_token_is_refreshed_at_expiry() {
     assert_eq!(seen, ["tok-1", "tok-1", "tok-2"]);
 }
 
+/// A token in its refresh-ahead window is still sent while one background
+/// request fetches its successor, which the requests after it carry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_ahead_fetches_in_the_background_while_requests_go_on() {
+    bounded::watchdog!();
+    let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
+    // Every token is in its refresh-ahead window as soon as it arrives.
+    let layer = TokenLayer::builder(source(&tokens))
+        .refresh_ahead(1.0)
+        .build()
+        .unwrap();
+    let client = client(&layer);
+    client.get(api.url("/warm")).send().await.unwrap();
+    // Hold every further token request at the server.
+    tokens.close_gate();
+    for _ in 0..20 {
+        let response = client.get(api.url("/during")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    tokens.wait_hits(2).await;
+    assert_eq!(
+        tokens.hits(),
+        2,
+        "one background refresh, not one per request"
+    );
+    assert_eq!(tokens.completed(), 1, "the refresh is still held");
+    tokens.release(1);
+    common::eventually("the refreshed token", || layer.stats().tokens_fetched == 2).await;
+    client.get(api.url("/after")).send().await.unwrap();
+    let seen: Vec<_> = api
+        .requests()
+        .iter()
+        .map(|r| (r.path.clone(), r.token().unwrap().to_owned()))
+        .collect();
+    assert!(seen[..21].iter().all(|(_, t)| t == "tok-1"), "{seen:?}");
+    assert_eq!(seen[21], ("/after".to_owned(), "tok-2".to_owned()));
+    tokens.open_gate();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_401_refreshes_and_replays_a_json_post_with_the_same_bytes() {
     bounded::watchdog!();

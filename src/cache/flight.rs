@@ -115,6 +115,13 @@ impl Shared {
         self.current.load_full()
     }
 
+    /// Runs `f` on the current token without taking a reference count on
+    /// it (the request path of a face that keeps only the generation).
+    #[inline]
+    pub(super) fn peek<R>(&self, f: impl FnOnce(&CachedToken) -> R) -> Option<R> {
+        self.current.load().as_deref().map(f)
+    }
+
     /// A usable token, if the cache holds one (no fetch).
     pub(crate) fn fresh(&self) -> Option<Arc<CachedToken>> {
         let cached = self.current.load_full()?;

@@ -289,6 +289,12 @@ pub struct CurrentToken {
 }
 
 impl CurrentToken {
+    /// The cache's number for this token (see
+    /// [`TokenCache::accepted_generation`]).
+    pub(crate) fn generation(&self) -> u64 {
+        self.cached.generation
+    }
+
     /// The access token.
     pub fn access_token(&self) -> &AccessToken {
         self.cached.token.access_token()
@@ -371,6 +377,41 @@ impl TokenCache {
             self.shared.refresh_ahead(cached.generation, now);
         }
         Some(cached)
+    }
+
+    /// The header value of the current token and its generation, if the
+    /// cache holds a usable one, like [`current`](Self::current) but
+    /// touching no reference count of the token: for a face that needs
+    /// only these two (the generation for [`accepted_generation`] and
+    /// [`reject_generation`]).
+    ///
+    /// [`accepted_generation`]: Self::accepted_generation
+    /// [`reject_generation`]: Self::reject_generation
+    #[inline]
+    pub(crate) fn current_header(&self) -> Option<(u64, HeaderValue)> {
+        let (now, wall) = (Instant::now(), self.shared.wall());
+        let (generation, header, refresh) = self.shared.peek(|cached| {
+            if !cached.deadlines.usable(now, wall) {
+                return None;
+            }
+            let refresh = cached.deadlines.refresh_due(now, wall);
+            Some((cached.generation, cached.header.clone(), refresh))
+        })??;
+        if refresh {
+            self.shared.refresh_ahead(generation, now);
+        }
+        Some((generation, header))
+    }
+
+    /// [`accepted`](Self::accepted) by generation.
+    #[inline]
+    pub(crate) fn accepted_generation(&self, generation: u64) {
+        self.shared.accepted(generation);
+    }
+
+    /// [`invalidate_if_current`](Self::invalidate_if_current) by generation.
+    pub(crate) fn reject_generation(&self, generation: u64) -> bool {
+        self.shared.reject(generation)
     }
 
     /// The current token if the cache holds a usable one: synchronous, never
