@@ -329,6 +329,99 @@ async fn tonic_channel_to_health_server() {
     assert_eq!(grpc.seen().last(), Some(&seen("tok-2", true)));
 }
 
+/// tonic with DPoP: the client is given the `Channel`'s origin
+/// (`with_origin`), so the layer sees absolute URIs and each call's proof
+/// names the method's URL; without it the URI has no scheme and host, no
+/// proof can be made, and the call fails before it is sent.
+#[cfg(feature = "jose")]
+#[tokio::test]
+async fn tonic_channel_with_dpop_proofs() {
+    use base64::Engine as _;
+    bounded::watchdog!();
+    let reporter = HealthReporter::new();
+    reporter
+        .set_service_status("orders", tonic_health::ServingStatus::Serving)
+        .await;
+    // The `authorization` and `dpop` metadata of every call.
+    let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let interceptor = {
+        let seen = seen.clone();
+        move |req: tonic::Request<()>| {
+            let text = |name| {
+                req.metadata()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            seen.lock()
+                .unwrap()
+                .push((text("authorization"), text("dpop")));
+            Ok(req)
+        }
+    };
+    let svc = HealthServer::with_interceptor(
+        HealthService::from_health_reporter(reporter.clone()),
+        interceptor,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(Server::builder().serve_with_incoming(svc, TcpIncoming::from(listener)));
+
+    let layer = TokenLayer::builder(tower_token::source::from_fn(|_| async {
+        Ok::<_, std::io::Error>(tower_token::Token::new("bound-1").with_dpop(true))
+    }))
+    .dpop(tower_token::dpop::Dpop::generate(tower_token::jose::Algorithm::ES256).unwrap())
+    .build()
+    .unwrap();
+    let channel = Endpoint::from_shared(origin.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let channel = ServiceBuilder::new().layer(layer.clone()).service(channel);
+
+    let mut client = HealthClient::with_origin(channel.clone(), origin.parse().unwrap());
+    for _ in 0..2 {
+        let answer = client.check(check("orders")).await.unwrap().into_inner();
+        assert_eq!(answer.status(), PbStatus::Serving);
+    }
+    let calls = seen.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2);
+    let claims = |proof: &str| -> serde_json::Value {
+        let part = proof.split('.').nth(1).expect("a compact JWS");
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    for (authorization, proof) in &calls {
+        assert_eq!(authorization, "DPoP bound-1");
+        let claims = claims(proof);
+        assert_eq!(claims["htm"], "POST");
+        assert_eq!(
+            claims["htu"],
+            format!("{origin}/grpc.health.v1.Health/Check")
+        );
+    }
+    assert_ne!(claims(&calls[0].1)["jti"], claims(&calls[1].1)["jti"]);
+
+    // Without the origin: the call fails and nothing is sent.
+    let mut bare = HealthClient::new(channel);
+    let status = bare.check(check("orders")).await.unwrap_err();
+    let error = std::error::Error::source(&status)
+        .and_then(|e| e.downcast_ref::<tower_token::Error>())
+        .expect("the layer's error");
+    assert!(
+        matches!(
+            error,
+            tower_token::Error::Dpop(tower_token::dpop::DpopError::NoTargetUri)
+        ),
+        "{error:?}"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}
+
 // ---------------------------------------------------------------------------
 // axum handler → downstream API
 // ---------------------------------------------------------------------------

@@ -117,6 +117,7 @@ impl Shared {
 
     /// Runs `f` on the current token without taking a reference count on
     /// it (the request path of a face that keeps only the generation).
+    #[cfg_attr(not(feature = "reqwest-middleware"), allow(dead_code))]
     #[inline]
     pub(super) fn peek<R>(&self, f: impl FnOnce(&CachedToken) -> R) -> Option<R> {
         self.current.load().as_deref().map(f)

@@ -291,6 +291,8 @@ pub struct CurrentToken {
 impl CurrentToken {
     /// The cache's number for this token (see
     /// [`TokenCache::accepted_generation`]).
+    // Used by the reqwest middleware only.
+    #[cfg_attr(not(feature = "reqwest-middleware"), allow(dead_code))]
     pub(crate) fn generation(&self) -> u64 {
         self.cached.generation
     }
@@ -387,6 +389,8 @@ impl TokenCache {
     ///
     /// [`accepted_generation`]: Self::accepted_generation
     /// [`reject_generation`]: Self::reject_generation
+    // Used by the reqwest middleware only.
+    #[cfg_attr(not(feature = "reqwest-middleware"), allow(dead_code))]
     #[inline]
     pub(crate) fn current_header(&self) -> Option<(u64, HeaderValue)> {
         let (now, wall) = (Instant::now(), self.shared.wall());
@@ -404,12 +408,16 @@ impl TokenCache {
     }
 
     /// [`accepted`](Self::accepted) by generation.
+    // Used by the reqwest middleware only.
+    #[cfg_attr(not(feature = "reqwest-middleware"), allow(dead_code))]
     #[inline]
     pub(crate) fn accepted_generation(&self, generation: u64) {
         self.shared.accepted(generation);
     }
 
     /// [`invalidate_if_current`](Self::invalidate_if_current) by generation.
+    // Used by the reqwest middleware only.
+    #[cfg_attr(not(feature = "reqwest-middleware"), allow(dead_code))]
     pub(crate) fn reject_generation(&self, generation: u64) -> bool {
         self.shared.reject(generation)
     }
