@@ -163,7 +163,7 @@ impl Again {
     }
 }
 
-/// What the fast path does with an answer.
+/// What follows an answer (see [`TokenMiddleware::after`]).
 enum Outcome {
     /// Hand it to the caller.
     Answer(reqwest::Response),
@@ -310,13 +310,14 @@ impl Middleware for TokenMiddleware {
         if !settings.applies_to_url(request.url(), request.headers()) {
             return next.run(request, extensions);
         }
+        // With a DPoP key every attempt needs a proof: the whole protocol.
         #[cfg(feature = "jose")]
         let bearer = settings.dpop.is_none();
         #[cfg(not(feature = "jose"))]
         let bearer = true;
-        match self.face.cache.current_header() {
-            Some(token) if bearer => self.send(request, extensions, next, token),
-            _ => Box::pin(self.serve(request, extensions, next, false)),
+        match bearer.then(|| self.face.cache.current_header()).flatten() {
+            Some(token) => self.send(request, extensions, next, token),
+            None => Box::pin(self.serve(request, extensions, next, false)),
         }
     }
 }

@@ -331,12 +331,20 @@ async fn the_key_the_proofs_and_the_token_never_show_in_debug_errors_or_logs() {
     assert!(shown[0].contains(dpop.thumbprint()));
 }
 
+/// A token server issuing DPoP-bound tokens, an API answering as `answer`
+/// says, and a reqwest-middleware client with a DPoP layer's middleware.
 #[cfg(feature = "reqwest-middleware")]
-#[tokio::test]
-async fn the_reqwest_middleware_sends_proofs_and_follows_a_nonce_once() {
-    bounded::watchdog!();
+async fn middleware_with_dpop(
+    answer: Answer,
+) -> (
+    TokenServer,
+    Api,
+    String,
+    TokenLayer,
+    reqwest_middleware::ClientWithMiddleware,
+) {
     let token = TokenServer::with(dpop_tokens()).await;
-    let (api, url) = Api::start(always_a_new_nonce).await;
+    let (api, url) = Api::start(answer).await;
     let layer = TokenLayer::builder(common::source(&token))
         .dpop(dpop())
         .build()
@@ -344,6 +352,14 @@ async fn the_reqwest_middleware_sends_proofs_and_follows_a_nonce_once() {
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(layer.middleware())
         .build();
+    (token, api, url, layer, client)
+}
+
+#[cfg(feature = "reqwest-middleware")]
+#[tokio::test]
+async fn the_reqwest_middleware_sends_proofs_and_follows_a_nonce_once() {
+    bounded::watchdog!();
+    let (_token, api, url, layer, client) = middleware_with_dpop(always_a_new_nonce).await;
     let response = client.get(&url).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     let seen = api.seen();
@@ -382,15 +398,7 @@ fn rejects_the_first_token(n: usize) -> (StatusCode, Vec<(&'static str, String)>
 #[tokio::test]
 async fn the_reqwest_middleware_replays_a_rejected_dpop_request_with_a_new_token_and_proof() {
     bounded::watchdog!();
-    let token = TokenServer::with(dpop_tokens()).await;
-    let (api, url) = Api::start(rejects_the_first_token).await;
-    let layer = TokenLayer::builder(common::source(&token))
-        .dpop(dpop())
-        .build()
-        .unwrap();
-    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(layer.middleware())
-        .build();
+    let (token, api, url, layer, client) = middleware_with_dpop(rejects_the_first_token).await;
     let response = client.get(&url).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let seen = api.seen();
