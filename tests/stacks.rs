@@ -336,8 +336,8 @@ async fn tonic_channel_to_health_server() {
 #[cfg(feature = "jose")]
 #[tokio::test]
 async fn tonic_channel_with_dpop_proofs() {
-    use base64::Engine as _;
     bounded::watchdog!();
+    use base64::Engine as _;
     let reporter = HealthReporter::new();
     reporter
         .set_service_status("orders", tonic_health::ServingStatus::Serving)
