@@ -488,3 +488,30 @@ async fn refresh_ahead_is_one_refresh_per_lifetime_for_the_fleet() {
         "{alone} tokens without the store vs {shared} with it"
     );
 }
+
+/// No store setting, however large, aborts a fetch: a lock lifetime and a
+/// call limit of `Duration::MAX` still give a token, shared through the
+/// store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_store_settings_still_fetch_a_token() {
+    bounded::watchdog!();
+    let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
+    let store = MemoryStore::new();
+    let replicas: Vec<_> = (0..2)
+        .map(|_| {
+            TokenLayer::builder(source(&tokens))
+                .store(store.clone(), keys())
+                .store_lock_ttl(Duration::MAX)
+                .store_timeout(Duration::MAX)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    for layer in &replicas {
+        let svc = layer.layer(http_client::<Empty<Bytes>>());
+        let (status, _) = send(&svc, get(api.url("/x"))).await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(tokens.hits(), 1);
+    assert!(api.requests().iter().all(|r| r.token() == Some("tok-1")));
+}

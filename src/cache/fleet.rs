@@ -228,7 +228,11 @@ impl Fleet {
         if let Some(fingerprint) = &rejected {
             self.remove(counters, fingerprint).await;
         }
-        let deadline = Instant::now() + self.lock_ttl + self.timeout.saturating_mul(2);
+        // Past every lock holder's chance to finish; `None` when that is
+        // beyond what the clock holds (then the lock's own lifetime, and
+        // each call's limit, still end the wait).
+        let deadline = Instant::now()
+            .checked_add(self.lock_ttl.saturating_add(self.timeout.saturating_mul(2)));
         let mut waited = false;
         loop {
             let now_ms = millis(shared.wall());
@@ -292,7 +296,8 @@ impl Fleet {
                         counters.fleet_waits.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!("another replica is fetching; waiting for it");
                     }
-                    let left = deadline.saturating_duration_since(Instant::now());
+                    let left =
+                        deadline.map_or(POLL, |d| d.saturating_duration_since(Instant::now()));
                     if left.is_zero() {
                         return self.alone(shared, request).await;
                     }

@@ -543,9 +543,13 @@ impl FetchGuard {
         let (fetched, stored) = shared.fetch(request).instrument(span).await;
         // A token shared through a store is dated from when it was issued,
         // so that its deadlines are the same in every replica.
-        let (started, started_wall) = match &stored {
-            Some(stored) => {
-                let issued = std::time::UNIX_EPOCH + Duration::from_millis(stored.issued_at_ms);
+        // (A date past what this platform's clock holds keeps the fetch's
+        // own start.)
+        let issued = stored.as_ref().and_then(|stored| {
+            std::time::UNIX_EPOCH.checked_add(Duration::from_millis(stored.issued_at_ms))
+        });
+        let (started, started_wall) = match issued {
+            Some(issued) => {
                 let age = shared.wall().duration_since(issued).unwrap_or_default();
                 (Instant::now().checked_sub(age).unwrap_or(started), issued)
             }

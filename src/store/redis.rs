@@ -552,7 +552,11 @@ impl Notifications {
         store_timeout: Duration,
         timeout: Duration,
     ) -> Result<(), StoreError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let now = tokio::time::Instant::now();
+        // A wait too long for the clock is a wait of a year.
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
         let waiting = Waiting {
             notify: Arc::clone(
                 lock_waiters(&self.waiters)
