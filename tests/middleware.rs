@@ -9,7 +9,8 @@ use common::{ApiServer, TokenServer, source};
 use http::StatusCode;
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use std::convert::Infallible;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 use tower_token::TokenLayer;
 use tower_token::middleware::TokenMiddleware;
 
@@ -45,7 +46,7 @@ async fn a_thousand_concurrent_requests_cause_one_token_request() {
 async fn a_token_is_refreshed_at_expiry() {
     bounded::watchdog!();
     let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
-    tokens.set(|b| b.expires_in = Some(serde_json::json!(1)));
+    tokens.set(|b| b.expires_in = Some(serde_json::json!(4)));
     let layer = TokenLayer::builder(source(&tokens))
         .refresh_ahead(0.0)
         .build()
@@ -53,8 +54,8 @@ async fn a_token_is_refreshed_at_expiry() {
     let client = client(&layer);
     client.get(api.url("/a")).send().await.unwrap();
     client.get(api.url("/b")).send().await.unwrap();
-    // A 1 s token is used for 0.5 s (the leeway is capped at half of it).
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // A 4 s token is used for 2 s (the leeway is capped at half of it).
+    tokio::time::sleep(Duration::from_millis(2200)).await;
     client.get(api.url("/c")).send().await.unwrap();
     let seen: Vec<_> = api
         .requests()
@@ -62,6 +63,44 @@ async fn a_token_is_refreshed_at_expiry() {
         .map(|r| r.token().unwrap().to_owned())
         .collect();
     assert_eq!(seen, ["tok-1", "tok-1", "tok-2"]);
+}
+
+/// How far the fake wall clock is ahead of the real one, in seconds: what a
+/// system suspend does (the monotonic clock does not count it).
+static SUSPENDED_SECS: AtomicU64 = AtomicU64::new(0);
+
+fn wall_after_suspend() -> SystemTime {
+    SystemTime::now() + Duration::from_secs(SUSPENDED_SECS.load(Ordering::SeqCst))
+}
+
+/// R17 through the middleware: after a suspend longer than the token's
+/// lifetime, the token is not sent, though the monotonic clock says it is
+/// young; the request waits for a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspend_longer_than_the_lifetime_does_not_send_the_expired_token() {
+    bounded::watchdog!();
+    let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
+    let layer = TokenLayer::builder(source(&tokens))
+        .wall_clock(wall_after_suspend)
+        .build()
+        .unwrap();
+    let client = client(&layer);
+    client.get(api.url("/before")).send().await.unwrap();
+    client.get(api.url("/still")).send().await.unwrap();
+    // Two hours pass while suspended (the token lives one).
+    SUSPENDED_SECS.store(2 * 3600, Ordering::SeqCst);
+    client.get(api.url("/after")).send().await.unwrap();
+    let seen: Vec<_> = api
+        .requests()
+        .iter()
+        .map(|r| r.token().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        seen,
+        ["tok-1", "tok-1", "tok-2"],
+        "the expired token is not sent"
+    );
+    assert_eq!(tokens.hits(), 2);
 }
 
 /// A token in its refresh-ahead window is still sent while one background

@@ -115,12 +115,11 @@ impl Shared {
         self.current.load_full()
     }
 
-    /// Runs `f` on the current token without taking a reference count on
-    /// it (the request path of a face that keeps only the generation).
-    #[cfg_attr(not(feature = "reqwest-middleware"), allow(dead_code))]
+    /// Runs `f` on the current token, read through the `ArcSwap` guard:
+    /// no reference count is taken unless `f` takes one.
     #[inline]
-    pub(super) fn peek<R>(&self, f: impl FnOnce(&CachedToken) -> R) -> Option<R> {
-        self.current.load().as_deref().map(f)
+    pub(super) fn peek<R>(&self, f: impl FnOnce(&Arc<CachedToken>) -> R) -> Option<R> {
+        self.current.load().as_ref().map(f)
     }
 
     /// A usable token, if the cache holds one (no fetch).

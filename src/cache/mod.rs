@@ -370,15 +370,28 @@ impl TokenCache {
     /// The current token if usable, starting the background refresh when
     /// its window has begun; one read of each clock.
     fn usable(&self) -> Option<Arc<CachedToken>> {
-        let cached = self.shared.current_token()?;
+        self.with_usable(Arc::clone)
+    }
+
+    /// `f` of the current token if it is usable (both clocks), starting the
+    /// background refresh when its window has begun: the one place where
+    /// the cache's faces decide whether its token may be sent. The token is
+    /// read through the `ArcSwap` guard, so `f` decides whether a reference
+    /// count is taken.
+    #[inline]
+    fn with_usable<R>(&self, f: impl FnOnce(&Arc<CachedToken>) -> R) -> Option<R> {
         let (now, wall) = (Instant::now(), self.shared.wall());
-        if !cached.deadlines.usable(now, wall) {
-            return None;
+        let (value, refresh) = self.shared.peek(|cached| {
+            let deadlines = &cached.deadlines;
+            deadlines.usable(now, wall).then(|| {
+                let refresh = deadlines.refresh_due(now, wall);
+                (f(cached), refresh.then_some(cached.generation))
+            })
+        })??;
+        if let Some(generation) = refresh {
+            self.shared.refresh_ahead(generation, now);
         }
-        if cached.deadlines.refresh_due(now, wall) {
-            self.shared.refresh_ahead(cached.generation, now);
-        }
-        Some(cached)
+        Some(value)
     }
 
     /// The header value of the current token and its generation, if the
@@ -393,18 +406,7 @@ impl TokenCache {
     #[cfg_attr(not(feature = "reqwest-middleware"), allow(dead_code))]
     #[inline]
     pub(crate) fn current_header(&self) -> Option<(u64, HeaderValue)> {
-        let (now, wall) = (Instant::now(), self.shared.wall());
-        let (generation, header, refresh) = self.shared.peek(|cached| {
-            if !cached.deadlines.usable(now, wall) {
-                return None;
-            }
-            let refresh = cached.deadlines.refresh_due(now, wall);
-            Some((cached.generation, cached.header.clone(), refresh))
-        })??;
-        if refresh {
-            self.shared.refresh_ahead(generation, now);
-        }
-        Some((generation, header))
+        self.with_usable(|cached| (cached.generation, cached.header.clone()))
     }
 
     /// [`accepted`](Self::accepted) by generation.
