@@ -19,7 +19,7 @@
 //!   the process: client and server) is read from `/proc/self/task`.
 //!
 //! Run: `cargo bench --bench end_to_end --features reqwest-middleware`.
-//! `P5_HYPER_ROUNDS` (default 10) sets the interleaved hyper rounds of
+//! `P5_HYPER_ROUNDS` (default 40) sets the interleaved hyper rounds of
 //! 2,000 requests per stack; `P5_REQWEST_ROUNDS` (default 60) and `P5_REQWEST_BATCH` (default 1,000
 //! requests per stack per round) size the reqwest part.
 //!
@@ -138,7 +138,7 @@ fn p5(c: &mut Criterion) {
     // Interleaved runs, so both see the same machine, after one uncounted
     // round of each (the client's pool holds its connections by then); the
     // stack that goes first alternates from round to round.
-    let rounds = env_or("P5_HYPER_ROUNDS", 10).max(1);
+    let rounds = env_or("P5_HYPER_ROUNDS", 40).max(1);
     rt.block_on(drive(token_svc.clone(), &url, BATCH));
     rt.block_on(drive(static_svc.clone(), &url, BATCH));
     let (mut t_token, mut t_static) = (Duration::ZERO, Duration::ZERO);
@@ -241,10 +241,10 @@ where
 /// thread, inside [`callgrind_measured`]; nothing else runs.
 fn only_stack() -> Option<usize> {
     let only = std::env::var("P5_REQWEST_ONLY").ok()?;
-    let stack = ["a", "b", "c", "d", "e", "f"]
+    let stack = ["a", "b", "c", "d", "e", "f", "g"]
         .iter()
         .position(|s| *s == only);
-    Some(stack.unwrap_or_else(|| panic!("P5_REQWEST_ONLY={only}: expected a, b, c, d, e or f")))
+    Some(stack.unwrap_or_else(|| panic!("P5_REQWEST_ONLY={only}: expected a letter from a to g")))
 }
 
 /// Where callgrind counts: `--toggle-collect='*callgrind_measured*'`.
