@@ -491,11 +491,14 @@ async fn refresh_ahead_is_one_refresh_per_lifetime_for_the_fleet() {
 
 /// No store setting, however large, aborts a fetch: a lock lifetime and a
 /// call limit of `Duration::MAX` still give a token, shared through the
-/// store.
+/// store, and a replica that finds the lock taken waits for the holder's
+/// token (its wait has no deadline the clock can hold).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_largest_store_settings_still_fetch_a_token() {
     bounded::watchdog!();
     let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
+    // A token request long enough for the second replica to find the lock.
+    tokens.set(|b| b.delay = Duration::from_secs(1));
     let store = MemoryStore::new();
     let replicas: Vec<_> = (0..2)
         .map(|_| {
@@ -507,11 +510,22 @@ async fn the_largest_store_settings_still_fetch_a_token() {
                 .unwrap()
         })
         .collect();
-    for layer in &replicas {
-        let svc = layer.layer(http_client::<Empty<Bytes>>());
-        let (status, _) = send(&svc, get(api.url("/x"))).await.unwrap();
-        assert_eq!(status, StatusCode::OK);
+    let calls: Vec<_> = replicas
+        .iter()
+        .map(|layer| {
+            let svc = layer.layer(http_client::<Empty<Bytes>>());
+            let url = api.url("/x");
+            tokio::spawn(async move { send(&svc, get(url)).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap().0, StatusCode::OK);
     }
     assert_eq!(tokens.hits(), 1);
     assert!(api.requests().iter().all(|r| r.token() == Some("tok-1")));
+    let waited: u64 = replicas
+        .iter()
+        .map(|l| l.stats().fleet_fetches_waited)
+        .sum();
+    assert_eq!(waited, 1, "one replica waited for the other's token");
 }
