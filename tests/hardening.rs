@@ -13,14 +13,14 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use common::{
-    ApiServer, CLIENT_ID, CLIENT_SECRET, TokenServer, eventually, http_client, send, source,
-    token_error,
+    ApiServer, CLIENT_ID, CLIENT_SECRET, SUSPENDED_SECS, TokenServer, eventually, http_client,
+    send, source, token_error, wall_after_suspend,
 };
 use http::{Request, StatusCode};
 use http_body_util::{Empty, Full};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tower::{Layer, ServiceBuilder};
@@ -537,14 +537,6 @@ async fn extreme_settings_neither_panic_nor_abort() {
 // ---------------------------------------------------------------------------
 // 9. Deadlines survive a system suspend
 // ---------------------------------------------------------------------------
-
-/// How far the fake wall clock is ahead of the real one, in seconds: what a
-/// suspend does (the monotonic clock does not count it).
-static SUSPENDED_SECS: AtomicU64 = AtomicU64::new(0);
-
-fn wall_after_suspend() -> SystemTime {
-    SystemTime::now() + Duration::from_secs(SUSPENDED_SECS.load(Ordering::SeqCst))
-}
 
 #[tokio::test]
 async fn a_suspend_longer_than_the_lifetime_does_not_send_the_expired_token() {

@@ -5,12 +5,12 @@ mod bounded;
 mod common;
 
 use bytes::Bytes;
-use common::{ApiServer, TokenServer, source};
+use common::{ApiServer, SUSPENDED_SECS, TokenServer, source, wall_after_suspend};
 use http::StatusCode;
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 use tower_token::TokenLayer;
 use tower_token::middleware::TokenMiddleware;
 
@@ -63,14 +63,6 @@ async fn a_token_is_refreshed_at_expiry() {
         .map(|r| r.token().unwrap().to_owned())
         .collect();
     assert_eq!(seen, ["tok-1", "tok-1", "tok-2"]);
-}
-
-/// How far the fake wall clock is ahead of the real one, in seconds: what a
-/// system suspend does (the monotonic clock does not count it).
-static SUSPENDED_SECS: AtomicU64 = AtomicU64::new(0);
-
-fn wall_after_suspend() -> SystemTime {
-    SystemTime::now() + Duration::from_secs(SUSPENDED_SECS.load(Ordering::SeqCst))
 }
 
 /// R17 through the middleware: after a suspend longer than the token's

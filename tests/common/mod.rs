@@ -64,6 +64,18 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// How far [`wall_after_suspend`] is ahead of the real wall clock, in
+/// seconds: what a system suspend does (the monotonic clock does not count
+/// it). Each test binary has its own; a test that sets it owns it.
+pub static SUSPENDED_SECS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A wall clock for `TokenLayerBuilder::wall_clock` that a test moves
+/// forward through [`SUSPENDED_SECS`].
+pub fn wall_after_suspend() -> std::time::SystemTime {
+    std::time::SystemTime::now()
+        + Duration::from_secs(SUSPENDED_SECS.load(std::sync::atomic::Ordering::SeqCst))
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
