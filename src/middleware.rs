@@ -6,11 +6,11 @@
 //! [`TokenLayer`]: one token for every request, single flight, refresh
 //! ahead, origin binding, the same stats. A request answered 401 (without
 //! `error="insufficient_scope"`) drops the token it carried and is sent once
-//! more with a fresh one: a body made from bytes is cloned up front
-//! (`reqwest::Request::try_clone`, a reference count), and a streamed body
-//! is recorded while it is sent and replayed whole, up to the replay limit
-//! (see [`crate::replay`]). Every attempt goes through the middlewares after
-//! this one again. With a [DPoP](crate::dpop) key, each attempt carries a
+//! more with a fresh one: the request's head is copied before it is sent
+//! and a body made from bytes is kept (a reference count), while a streamed
+//! body is recorded as it is sent and replayed whole, up to the replay
+//! limit (see [`crate::replay`]). Every attempt goes through the
+//! middlewares after this one again, with the same extensions. With a [DPoP](crate::dpop) key, each attempt carries a
 //! new proof, and a `use_dpop_nonce` challenge is answered once with the
 //! API's nonce, as the layer does.
 //!
