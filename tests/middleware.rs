@@ -171,6 +171,31 @@ async fn a_401_refreshes_and_replays_a_json_post_with_the_same_bytes() {
     assert_eq!(layer.stats().unauthorized_refreshes, 1);
 }
 
+/// An API that rejects every token: the request is sent twice (the second
+/// time with a fresh token) and the caller gets the second 401; the fresh
+/// token is dropped too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_401_goes_back_to_the_caller() {
+    bounded::watchdog!();
+    let (tokens, api) = (TokenServer::start().await, ApiServer::start().await);
+    let layer = TokenLayer::new(source(&tokens));
+    let client = client(&layer);
+    client.get(api.url("/warm")).send().await.unwrap();
+    api.set(|b| b.reject_all = true);
+
+    let response = client.get(api.url("/orders")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let seen: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/orders")
+        .map(|r| r.token().unwrap().to_owned())
+        .collect();
+    assert_eq!(seen, ["tok-1", "tok-2"]);
+    assert_eq!(tokens.hits(), 2);
+    assert!(layer.cache().current().is_none(), "tok-2 was dropped too");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_allowed_origins_get_the_token() {
     bounded::watchdog!();
